@@ -1,0 +1,3 @@
+"""cbir: content-based image retrieval engine."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,34 @@
+"""Vector index backends, chosen by name; optional backends are imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cbir.errors import UnknownNameError
+from cbir.index.base import VectorIndex
+
+# backend name -> "module:ClassName"
+_BACKENDS: dict[str, str] = {
+    "embedded": "cbir.index.embedded:ExactIndex",
+}
+
+DEFAULT_BACKEND = "embedded"
+
+
+def available() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def backend_class(name: str) -> type:
+    if name not in _BACKENDS:
+        raise UnknownNameError(f"unknown index backend {name!r}; choose one of: {available()}")
+    module_name, class_name = _BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create_index(name: str, dim: int, metric: str = "cosine", **settings: Any) -> VectorIndex:
+    return backend_class(name)(dim=dim, metric=metric, **settings)
+
+
+__all__ = ["DEFAULT_BACKEND", "VectorIndex", "available", "backend_class", "create_index"]
