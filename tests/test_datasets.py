@@ -59,8 +59,11 @@ def test_jpeg_mirror_folder_and_tarball(tmp_path):
     mirror = make_mirror(tmp_path / "a")
     from_folder = load_cifar10(mirror.parent, download=False, use_cache=False)
     assert len(from_folder.train) == 30 and len(from_folder.test) == 20
-    assert from_folder.test.ids[:3] == ["test-airplane-0000", "test-airplane-0001",
-                                        "test-automobile-0000"]
+    assert from_folder.test.ids[:3] == [
+        "test-airplane-0000",
+        "test-airplane-0001",
+        "test-automobile-0000",
+    ]
     assert from_folder.test.labels[:3].tolist() == [0, 0, 1]
     (tmp_path / "b").mkdir()
     make_tarball(mirror, tmp_path / "b" / "cifar10-jpeg.tar.gz")

@@ -1,6 +1,7 @@
 """A collection on disk: everything needed to search a set of images again later.
 
-    <folder>/manifest.json     schema version, extractor {name, params}, dim, metric, backend, counts
+    <folder>/manifest.json     schema version, extractor {name, params}, dim, metric,
+                               backend, counts
     <folder>/extractor/        the extractor's parameters and learnt state (arrays + JSON)
     <folder>/index/            the embedded backend's vectors and ids
     <folder>/metadata.sqlite   one row per image: id, path, label, sha256, width, height, added_at
@@ -162,9 +163,7 @@ class Collection:
         if not records:
             return 0
         added_at = _now()
-        rows = [
-            (r.id, r.path, r.label, r.sha256, r.width, r.height, added_at) for r in records
-        ]
+        rows = [(r.id, r.path, r.label, r.sha256, r.width, r.height, added_at) for r in records]
         try:
             with self._db:  # one transaction: all rows or none
                 self._db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
@@ -197,8 +196,9 @@ class Collection:
         known = {row[0] for row in self._db.execute("SELECT id FROM images")}
         stray = [i for i in self.index.ids if i not in known]
         if stray:
-            log.warning("%s: dropping %d vectors whose add never committed", self.folder,
-                        len(stray))
+            log.warning(
+                "%s: dropping %d vectors whose add never committed", self.folder, len(stray)
+            )
             self.index.delete(stray)
             self._save_index()
 

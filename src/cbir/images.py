@@ -22,9 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cbir.errors import ImageDecodeError
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000  # about 6300x6300: bigger than any real photo a user indexes
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 RESAMPLE = Image.Resampling.BICUBIC

@@ -86,8 +86,10 @@ def index_folder(
                 report.failed.append((str(fresh[position][0].path), why))
             records = [
                 ImageRecord(
-                    id=fresh[p][0].id, path=str(fresh[p][0].path.resolve()),
-                    label=fresh[p][0].label, sha256=fresh[p][1],
+                    id=fresh[p][0].id,
+                    path=str(fresh[p][0].path.resolve()),
+                    label=fresh[p][0].label,
+                    sha256=fresh[p][1],
                 )  # fmt: skip
                 for p in batch.ok
             ]

@@ -1,0 +1,41 @@
+"""One module per `cbir` command. Each module defines `add_parser(commands)` that adds its
+sub-parser and sets `handler`; `cli.py` lists the modules. Heavy imports stay inside handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+# The order here is the order `cbir --help` lists the commands in.
+COMMAND_MODULES = (
+    "cbir.commands.index",
+    "cbir.commands.search",
+    "cbir.commands.benchmark",
+    "cbir.commands.extractors",
+)
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """`key=value`, the value read as JSON when it parses (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
+
+
+def add_extractor_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--extractor NAME and repeatable --param KEY=VALUE, shared by every command that
+    describes images."""
+    suffix = f"; default {default}" if default else ""
+    parser.add_argument(
+        "--extractor", "-e", default=default,
+        help=f"feature extractor (see `cbir extractors`){suffix}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--param", "-p", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
+        help="extractor parameter, repeatable (e.g. -p image_size=64)",
+    )  # fmt: skip

@@ -1,0 +1,21 @@
+"""`cbir extractors`: what can describe images, and with which parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(commands) -> None:
+    extractors = commands.add_parser("extractors", help="list the available extractors")
+    extractors.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cbir.features import available, get_extractor
+
+    for name in available():
+        extractor = get_extractor(name)
+        fit = "needs fit" if extractor.needs_fit else "no fit"
+        print(f"{name:<16} {fit:<10} {json.dumps(extractor.params, sort_keys=True)}")
+    return 0

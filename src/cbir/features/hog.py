@@ -1,0 +1,152 @@
+"""Histogram of Oriented Gradients, equal to scikit-image's `hog` but computed for a whole batch.
+
+`skimage.feature.hog(gray, orientations, (ppc, ppc), (cpb, cpb), block_norm="L2-Hys",
+transform_sqrt=..., feature_vector=True)` loops over one image at a time in Cython; here every
+stage (gradients, orientation binning, cell sums, block normalisation) runs over all N images
+at once in numpy. The conventions copied from skimage (0.26, `_hog.py` / `_hoghistogram.pyx`):
+
+- the image is float32 and gradients are central differences in float32, zero on the border;
+- orientation = rad2deg(arctan2(g_row, g_col)) % 180 in float64; bin i holds orientations in
+  [180/n * i, 180/n * (i + 1)), and an orientation outside every bin (180.0 after rounding)
+  counts nowhere;
+- a cell's value is the sum of its pixels' gradient magnitudes (hypot) divided by its area;
+  pixels right of / below the last whole cell are ignored;
+- L2-Hys: v / sqrt(|v|^2 + eps^2), clipped at 0.2, renormalised the same way, eps = 1e-5;
+- output order (block_row, block_col, cell_row, cell_col, orientation).
+
+skimage sums cells in float32 and we sum in float64, so results agree to ~1e-6, not bitwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from cbir.features import register
+from cbir.features.base import Extractor, map_in_chunks, to_gray
+
+_EPS = 1e-5  # skimage's block normalisation epsilon
+_HYS_CLIP = 0.2
+_EDGE_MARGIN = 1e-3  # in bin widths: closer to an edge than this, a pixel is binned in float64
+MAX_ORIENTATIONS = 180  # keeps float32 angle errors far inside _EDGE_MARGIN
+
+
+@register("hog")
+class HogExtractor(Extractor):
+    """HOG on the gray image with square cells and blocks, L2-Hys block normalisation."""
+
+    defaults = {
+        "orientations": 9,
+        "pixels_per_cell": 8,
+        "cells_per_block": 2,
+        "transform_sqrt": True,
+        "image_size": 32,
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        for key in ("pixels_per_cell", "cells_per_block", "image_size"):
+            self._check_range(key, 1)
+        self._check_range("orientations", 1, MAX_ORIENTATIONS)
+        # The image must hold at least one whole block.
+        self._check_range(
+            "image_size", self.params["pixels_per_cell"] * self.params["cells_per_block"]
+        )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.params["image_size"], self.params["image_size"])
+
+    @property
+    def n_cells(self) -> int:
+        return self.params["image_size"] // self.params["pixels_per_cell"]
+
+    @property
+    def dim(self) -> int:
+        blocks = self.n_cells - self.params["cells_per_block"] + 1
+        return blocks**2 * self.params["cells_per_block"] ** 2 * self.params["orientations"]
+
+    def _extract_batch(self, images: np.ndarray) -> np.ndarray:
+        # ~0.5 M pixels per chunk: 1.7x faster than one pass over 10,000 CIFAR images
+        return map_in_chunks(self._extract_chunk, images, self.dim)
+
+    def _extract_chunk(self, images: np.ndarray) -> np.ndarray:
+        gray = to_gray(images)
+        if self.params["transform_sqrt"]:
+            gray = np.sqrt(gray)
+        cells = cell_histograms(
+            gray, self.params["pixels_per_cell"], self.n_cells, self.params["orientations"]
+        )
+        return normalise_blocks(cells, self.params["cells_per_block"]).reshape(len(images), -1)
+
+
+def gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences along rows and columns of (N, H, W) images, zero on the border."""
+    g_row = np.zeros_like(gray)
+    g_col = np.zeros_like(gray)
+    np.subtract(gray[:, 2:, :], gray[:, :-2, :], out=g_row[:, 1:-1, :])
+    np.subtract(gray[:, :, 2:], gray[:, :, :-2], out=g_col[:, :, 1:-1])
+    return g_row, g_col
+
+
+def exact_orientation_bins(g_row: np.ndarray, g_col: np.ndarray, orientations: int) -> np.ndarray:
+    """Orientation bin of each pixel computed exactly as skimage does; `orientations` = no bin."""
+    degrees = np.rad2deg(np.arctan2(g_row, g_col, dtype=np.float64)) % 180
+    # skimage tests end <= angle < start with edges 180/n * i in float64; searchsorted with
+    # side="right" applies exactly those comparisons.
+    edges = (180.0 / orientations) * np.arange(orientations + 1)
+    return np.searchsorted(edges, degrees, side="right") - 1
+
+
+def orientation_bins(g_row: np.ndarray, g_col: np.ndarray, orientations: int) -> np.ndarray:
+    """Same result as `exact_orientation_bins`, several times faster: estimate in float32 and
+    redo in float64 only the pixels within 1/1000 of a bin width of a bin edge (float32
+    arctan2 errs by < 4e-7 rad, far inside that margin for up to 180 bins)."""
+    # position in bin units, in [-n, n]; bin = floor(position) mod n (angles wrap at 180 deg)
+    position = np.arctan2(g_row, g_col)
+    position *= np.float32(orientations / np.pi)
+    whole = np.floor(position)
+    position -= whole
+    near_edge = np.abs(position - np.float32(0.5)) > np.float32(0.5 - _EDGE_MARGIN)
+    whole += (whole < 0) * np.float32(orientations)
+    bins = whole.astype(np.intp)
+    redo = np.flatnonzero(near_edge)
+    bins.flat[redo] = exact_orientation_bins(g_row.flat[redo], g_col.flat[redo], orientations)
+    return bins
+
+
+def cell_histograms(gray: np.ndarray, cell: int, n_cells: int, orientations: int) -> np.ndarray:
+    """(N, H, W) float32 images -> (N, n_cells, n_cells, orientations) float64 cell histograms
+    (magnitude sums divided by the cell area), all images in one bincount."""
+    n = len(gray)
+    g_row, g_col = gradients(gray)
+    side = n_cells * cell  # pixels beyond the last whole cell belong to no cell
+    g_row, g_col = g_row[:, :side, :side], g_col[:, :side, :side]
+    # float32 like skimage's cell sums; bincount accumulates in float64
+    magnitude = np.hypot(g_row, g_col)
+    bins = orientation_bins(g_row, g_col, orientations)
+
+    # Flat slot of each pixel: ((image * cells + cell) * (orientations + 1) + bin); the extra
+    # bin per cell collects the pixels that skimage counts nowhere, and is dropped below.
+    slots = orientations + 1
+    cell_of_pixel = (np.arange(side) // cell)[:, None] * n_cells + (np.arange(side) // cell)
+    base = np.arange(n, dtype=np.intp)[:, None, None] * (n_cells * n_cells)
+    base = (base + cell_of_pixel) * slots
+    bins += base
+    sums = np.bincount(bins.ravel(), weights=magnitude.ravel(), minlength=n * n_cells**2 * slots)
+    sums = sums.reshape(n, n_cells, n_cells, slots)[..., :orientations]
+    return sums / (cell * cell)
+
+
+def normalise_blocks(cells: np.ndarray, block: int) -> np.ndarray:
+    """(N, R, C, O) cell histograms -> (N, R-b+1, C-b+1, b, b, O) float32 L2-Hys blocks."""
+    # sliding_window_view appends the window axes: (N, BR, BC, O, b, b) -> (..., b, b, O)
+    windows = sliding_window_view(cells, (block, block), axis=(1, 2))
+    blocks = windows.transpose(0, 1, 2, 4, 5, 3).copy()  # C order, writable
+    flat = blocks.reshape(*blocks.shape[:3], -1)
+    flat /= np.sqrt(np.einsum("...i,...i->...", flat, flat) + _EPS**2)[..., None]
+    np.minimum(flat, _HYS_CLIP, out=flat)
+    flat /= np.sqrt(np.einsum("...i,...i->...", flat, flat) + _EPS**2)[..., None]
+    return blocks.astype(np.float32)

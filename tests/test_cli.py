@@ -1,0 +1,166 @@
+"""The command line, run as a user runs it: a real `cbir` process on generated files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cbir.evaluation.trec import read_run, write_qrels
+
+
+def cbir(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cbir.cli", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
+    )  # fmt: skip
+
+
+def test_help_lists_commands():
+    result = cbir("--help")
+    assert result.returncode == 0
+    for command in ("benchmark", "index", "search"):
+        assert command in result.stdout
+
+
+def test_index_then_search(labelled_folder, tmp_path):
+    collection = tmp_path / "col"
+    first = cbir("index", str(labelled_folder), "--collection", str(collection), "-e", "gch")
+    assert first.returncode == 0, first.stderr
+    assert "added 12" in first.stdout
+    again = cbir("index", str(labelled_folder), "--collection", str(collection))
+    assert "added 0, already indexed 12" in again.stdout  # idempotent by content checksum
+    query = labelled_folder / "green" / "green-0.png"
+    result = cbir("search", str(query), "--collection", str(collection), "-k", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)["results"]
+    assert len(hits) == 4 and set(hits[0]) == {"id", "score", "label", "path"}
+    assert hits[0]["id"] == "green/green-0.png" and hits[0]["score"] == pytest.approx(1, abs=1e-5)
+    assert all(hit["label"] == "green" for hit in hits)  # colour classes separate under gch
+    table = cbir("search", str(query), "--collection", str(collection), "-k", "2")
+    assert "green/green-0.png" in table.stdout.splitlines()[0]
+
+
+def test_unreadable_images_are_skipped_and_counted(labelled_folder, tmp_path):
+    (labelled_folder / "red" / "broken.png").write_bytes(b"\x89PNG broken")
+    result = cbir("index", str(labelled_folder), "--collection", str(tmp_path / "c"))
+    assert result.returncode == 0 and "unreadable 1" in result.stdout
+    assert "broken.png" in result.stderr
+    strict = cbir("index", str(labelled_folder), "-c", str(tmp_path / "d"), "--strict")
+    assert strict.returncode == 2 and "broken.png" in strict.stderr
+
+
+def test_extractor_mismatch_is_refused(labelled_folder, tmp_path):
+    cbir("index", str(labelled_folder), "-c", str(tmp_path / "c"), "-e", "gch")
+    result = cbir("index", str(labelled_folder), "-c", str(tmp_path / "c"), "-e", "hog")
+    assert result.returncode == 2 and "built with extractor 'gch'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search", "nope.png", "-c", "nowhere"], "not a collection"),
+        (["index", "nowhere", "-c", "col", "-e", "nonsense"], "unknown extractor 'nonsense'"),
+        (
+            ["benchmark", "cifar10", "--out", "out", "--data", "empty-dir", "--no-download"],
+            "CBIR_DATA_DIR",
+        ),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
+    (tmp_path / "empty-dir").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "cbir.cli", *args], capture_output=True, text=True,
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_on_official_format_agrees_with_trec_eval(official_cifar, tmp_path):
+    import pytrec_eval
+
+    out = tmp_path / "run"
+    result = cbir(
+        "benchmark", "cifar10", "--extractor", "hog", "--out", str(out),
+        "--data", str(official_cifar.parent), "--depth", "25",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_queries"] == 30 and metrics["n_index"] == 100
+    assert metrics["dataset"] == "CIFAR-10 (official)" and metrics["extractor"]["name"] == "hog"
+    assert set(metrics["timings"]) >= {"extract_s", "index_s", "search_s", "evaluate_s", "total_s"}
+    run = read_run(out / "run.txt")
+    assert len(run) == 30 and all(len(docs) == 25 for docs in run.values())
+
+    # Score the written run with trec_eval itself, from qrels built the official way.
+    from cbir.datasets import load_cifar10
+
+    data = load_cifar10(official_cifar.parent, download=False)
+    qrels_path = tmp_path / "qrels.txt"
+    write_qrels(qrels_path, data.test.ids, data.test.labels, data.train.ids, data.train.labels)
+    qrels = {}
+    for line in qrels_path.read_text().splitlines():
+        qid, _, doc, rel = line.split()
+        qrels.setdefault(qid, {})[doc] = int(rel)
+    evaluator = pytrec_eval.RelevanceEvaluator(
+        qrels, {"map_cut.25", "P.10", "ndcg_cut.10", "recip_rank"}
+    )
+    trec = evaluator.evaluate(run)
+    for ours, theirs in (
+        ("map_cut_25", "map_cut_25"),
+        ("P_10", "P_10"),
+        ("ndcg_cut_10", "ndcg_cut_10"),
+        ("recip_rank", "recip_rank"),
+    ):
+        expected = np.mean([values[theirs] for values in trec.values()])
+        assert metrics[ours] == pytest.approx(expected, abs=1e-6), ours
+    rows = (out / "per_query.tsv").read_text().splitlines()
+    assert len(rows) == 31 and rows[0].startswith("query_id\tlabel\tn_relevant")
+
+
+@pytest.mark.dataset
+def test_full_cifar10_gch_benchmark_agrees_with_trec_eval(real_data_dir, tmp_path):
+    """The benchmark the README promises, on the real data, with trec_eval as the judge on a
+    sample of queries (full qrels would be 50 million lines)."""
+    import pytrec_eval
+
+    out = tmp_path / "gch"
+    result = cbir(
+        "benchmark", "cifar10", "-e", "gch", "--out", str(out), "--data", str(real_data_dir)
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_queries"] == 10_000 and metrics["n_index"] == 50_000
+    assert 0 < metrics["map_cut_100"] <= 0.02
+    assert 0 < metrics["map_at_100_normalised"] <= 1
+    print(result.stdout)
+
+    from cbir.datasets import load_cifar10
+
+    data = load_cifar10(real_data_dir)
+    run = read_run(out / "run.txt")
+    assert len(run) == 10_000
+    sample = data.test.ids[::100]  # 100 queries, 10 per class
+    label_of_query = dict(zip(data.test.ids, data.test.labels.tolist(), strict=True))
+    by_label = {}
+    for doc, label in zip(data.train.ids, data.train.labels.tolist(), strict=True):
+        by_label.setdefault(label, {})[doc] = 1
+    qrels = {q: by_label[label_of_query[q]] for q in sample}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"map_cut.100", "P.10"}).evaluate(
+        {q: run[q] for q in sample}
+    )
+    per_query = {}
+    lines = (out / "per_query.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    for line in lines[1:]:
+        values = dict(zip(header, line.split("\t"), strict=True))
+        per_query[values["query_id"]] = values
+    for q in sample:
+        assert float(per_query[q]["map_cut_100"]) == pytest.approx(trec[q]["map_cut_100"], abs=1e-6)
+        assert float(per_query[q]["P_10"]) == pytest.approx(trec[q]["P_10"], abs=1e-6)
+    assert Path(out / "run.txt").stat().st_size > 0
