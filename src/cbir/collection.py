@@ -28,6 +28,7 @@ import numpy as np
 from cbir import __version__
 from cbir.errors import CollectionError, DimensionMismatchError
 from cbir.features import Extractor, load_extractor
+from cbir.image_store import ImageStore
 from cbir.index import DEFAULT_BACKEND, backend_class
 from cbir.storage import atomic_write_json
 
@@ -86,6 +87,7 @@ class Collection:
         self.manifest = manifest
         self.extractor = extractor
         self.index = index
+        self.images = ImageStore(folder)
         self._db = sqlite3.connect(folder / METADATA, check_same_thread=False)
         self._db.executescript(_SCHEMA)
 
@@ -218,6 +220,24 @@ class Collection:
             (image_id,),
         ).fetchone()
         return ImageRecord(*row) if row else None
+
+    def image_bytes(self, image_id: str) -> bytes | None:
+        """The bytes of an indexed image: the stored copy, else its original file; None when
+        the id is unknown or the original file has gone."""
+        record = self.get(image_id)
+        if record is None:
+            return None
+        stored = self.images.get(record.sha256)
+        if stored is not None:
+            return stored
+        if record.path and Path(record.path).is_file():
+            return Path(record.path).read_bytes()
+        return None
+
+    def refresh(self) -> bool:
+        """Pick up changes another process committed; True when something changed.
+        (Readers such as the web server call this before searching.)"""
+        return False
 
     def label_counts(self) -> dict[str | None, int]:
         rows = self._db.execute("SELECT label, COUNT(*) FROM images GROUP BY label")

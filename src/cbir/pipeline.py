@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from cbir.collection import Collection, ImageRecord
-from cbir.datasets import scan_folder
+from cbir.datasets import Dataset, scan_folder
 from cbir.errors import CbirError
 from cbir.features import Extractor
+from cbir.image_store import png_bytes
 from cbir.images import decode_many
 from cbir.progress import progress_bar
 
@@ -99,4 +100,37 @@ def index_folder(
             bar.update(len(part))
             if on_batch:
                 on_batch(report)
+    return report
+
+
+def index_dataset(
+    dataset: Dataset, collection: Collection, batch_size: int = DEFAULT_BATCH
+) -> IndexReport:
+    """Add an in-memory dataset (CIFAR-10) to a collection, keeping a PNG copy of every image in
+    the collection's image store so the web app can show it. Idempotent like `index_folder`."""
+    report = IndexReport(total_files=len(dataset))
+    known = collection.known_ids()
+    label_names = dataset.label_names()
+    size = collection.extractor.input_size
+    with progress_bar(len(dataset), "index") as bar:
+        for start in range(0, len(dataset), batch_size):
+            stop = min(start + batch_size, len(dataset))
+            fresh = [i for i in range(start, stop) if dataset.ids[i] not in known]
+            report.skipped_known += (stop - start) - len(fresh)
+            images = dataset.images[fresh]
+            if size is not None and images.shape[1:3] != tuple(size):
+                raise CbirError(
+                    f"dataset images are {images.shape[1]}x{images.shape[2]} but the extractor "
+                    f"expects {size[0]}x{size[1]}"
+                )
+            records = []
+            for i, image in zip(fresh, images, strict=True):
+                digest = collection.images.put(png_bytes(image))
+                height, width = image.shape[:2]
+                records.append(
+                    ImageRecord(dataset.ids[i], None, label_names[i], digest, width, height)
+                )
+            if records:
+                report.added += collection.add(records, collection.extractor.transform(images))
+            bar.update(stop - start)
     return report
