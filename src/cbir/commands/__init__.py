@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "cbir.commands.index",
     "cbir.commands.search",
     "cbir.commands.benchmark",
+    "cbir.commands.report",
     "cbir.commands.extractors",
 )
 

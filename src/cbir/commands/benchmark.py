@@ -1,4 +1,4 @@
-"""`cbir benchmark cifar10`: retrieval quality on CIFAR-10 as trec_eval would score it."""
+"""`cbir benchmark cifar10 | folder`: retrieval quality as trec_eval would score it."""
 
 from __future__ import annotations
 
@@ -19,49 +19,138 @@ def add_parser(commands) -> None:
         "cifar10", help="50,000 training images indexed, the 10,000 test images as queries"
     )
     add_extractor_arguments(cifar, DEFAULT_EXTRACTOR)
-    cifar.add_argument("--out", required=True, type=Path, help="folder for run.txt, metrics.json")
     cifar.add_argument("--data", type=Path, help="folder holding CIFAR-10 (else CBIR_DATA_DIR)")
-    cifar.add_argument("--depth", type=int, default=100, help="results per query (default 100)")
     cifar.add_argument(
         "--no-download", action="store_true",
         help="never download the official tarball (also CBIR_OFFLINE=1)",
     )  # fmt: skip
-    cifar.add_argument(
-        "--no-map-all", action="store_true", help="skip map_all (full ranking of every query)"
-    )
+    _add_common_arguments(cifar)
     cifar.set_defaults(handler=run_cifar10)
+
+    folder = kinds.add_parser(
+        "folder",
+        help="a labelled folder (one subfolder per class), each image a query against the rest",
+    )
+    folder.add_argument("path", type=Path, help="folder with one subfolder of images per class")
+    add_extractor_arguments(folder, None)
+    folder.add_argument(
+        "--collection", "-c", type=Path,
+        help="use the (fitted) extractor saved in this collection instead of --extractor",
+    )  # fmt: skip
+    _add_common_arguments(folder)
+    folder.set_defaults(handler=run_folder)
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from cbir.evaluation.near_duplicates import DEFAULT_THRESHOLD
+
+    parser.add_argument("--out", required=True, type=Path, help="folder for the run's files")
+    parser.add_argument("--depth", type=int, default=100, help="results per query (default 100)")
+    parser.add_argument(
+        "--no-map-all", action="store_true",
+        help="skip map_all and the precision-recall curve (full ranking of every query)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--near-duplicate-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="COSINE",
+        help=f"flag queries this close to an index image (default {DEFAULT_THRESHOLD}); "
+        "a value above 1 skips the check",
+    )  # fmt: skip
+    parser.add_argument(
+        "--examples", type=int, default=10, metavar="N",
+        help="example queries saved with thumbnails for the report (default 10; 0: none)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the example sample")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.depth < 1:
+        raise CbirError("--depth must be at least 1")
+    if args.examples < 0:
+        raise CbirError("--examples must be 0 or more")
+    if args.near_duplicate_threshold < -1:
+        raise CbirError("--near-duplicate-threshold is a cosine: -1 or more")
+    threshold = args.near_duplicate_threshold
+    return {
+        "depth": args.depth,
+        "with_map_all": not args.no_map_all,
+        "near_duplicate_threshold": threshold if threshold <= 1 else None,
+        "n_examples": args.examples,
+        "seed": args.seed,
+    }
 
 
 def run_cifar10(args: argparse.Namespace) -> int:
     from cbir.evaluation.benchmark import run_cifar10_benchmark
 
-    if args.depth < 1:
-        raise CbirError("--depth must be at least 1")
     metrics = run_cifar10_benchmark(
-        args.extractor, args.out, data_dir=args.data, depth=args.depth,
-        extractor_params=dict(args.param), with_map_all=not args.no_map_all,
+        args.extractor, args.out, data_dir=args.data, extractor_params=dict(args.param),
         download=not (args.no_download or os.environ.get("CBIR_OFFLINE") == "1"),
+        **_options(args),
     )  # fmt: skip
+    return _report(metrics, args.out)
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    from cbir.evaluation.benchmark import run_folder_benchmark
+
+    metrics = run_folder_benchmark(
+        args.path, args.out, extractor_name=args.extractor, extractor_params=dict(args.param),
+        collection=args.collection, **_options(args),
+    )  # fmt: skip
+    return _report(metrics, args.out)
+
+
+def _report(metrics: dict[str, Any], out: Path) -> int:
     print(format_metrics_table(metrics))
-    print(f"wrote {args.out}/run.txt, per_query.tsv, metrics.json")
+    print(f"wrote {out}/run.txt, per_query.tsv, metrics.json" + _extras(metrics))
     return 0
 
 
+def _extras(metrics: dict[str, Any]) -> str:
+    extras = []
+    if "near_duplicates" in metrics:
+        extras.append("near_duplicates.tsv")
+    if metrics.get("n_examples"):
+        extras.append("examples/")
+    return ", " + ", ".join(extras) if extras else ""
+
+
 def format_metrics_table(metrics: dict[str, Any]) -> str:
-    """The headline figures, with map_cut_k next to its ceiling k / R."""
+    """The headline figures, with map_cut_k next to its ceiling k / R, and the same figures
+    without near-duplicate queries when that check ran."""
     depth = metrics["depth"]
     cut, normalised = f"map_cut_{depth}", f"map_at_{depth}_normalised"
+    names = list(dict.fromkeys(("P_10", f"P_{depth}", "ndcg_cut_10", "recip_rank", "map_all")))
+    without = metrics.get("without_near_duplicates")
+    near = metrics.get("near_duplicates")
+
+    def row(name: str, digits: int, suffix: str = "") -> str:
+        line = f"{name:<24}{metrics[name]:>10.{digits}f}"
+        if without is not None:
+            line += f"{without[name]:>14.{digits}f}"
+        return line + suffix
+
+    header = f"{'metric':<24}{'value':>10}" + (f"{'w/o near-dup':>14}" if without else "")
     ceiling = metrics.get("map_cut_ceiling")
     lines = [
         f"{metrics['dataset']} | extractor {metrics['extractor']['name']} | "
-        f"{metrics['n_queries']:,} queries x {metrics['n_index']:,} images",
-        f"{'metric':<24}{'value':>10}",
-        f"{cut:<24}{metrics[cut]:>10.6f}" + (f"   (ceiling {ceiling:.4f})" if ceiling else ""),
-        f"{normalised:<24}{metrics[normalised]:>10.4f}   (ceiling 1.0)",
+        f"{metrics['n_queries']:,} queries x {metrics['n_index']:,} images"
+        + (f" | {metrics['protocol']}" if metrics.get("protocol") == "leave-one-out" else ""),
+        header,
+        row(cut, 6, f"   (ceiling {ceiling:.4f})" if ceiling else ""),
+        row(normalised, 4, "   (ceiling 1.0)"),
     ]
-    for name in dict.fromkeys(("P_10", f"P_{depth}", "ndcg_cut_10", "recip_rank", "map_all")):
-        if name in metrics:
-            lines.append(f"{name:<24}{metrics[name]:>10.4f}")
+    lines += [row(name, 4) for name in names if name in metrics]
+    if metrics.get("n_queries_without_relevant"):
+        lines.append(
+            f"queries with no other image of their class (R = 0), left out of the means as "
+            f"trec_eval does: {metrics['n_queries_without_relevant']:,}"
+        )
+    if near is not None:
+        lines.append(
+            f"near-duplicate queries: {near['count']:,} (cosine >= {near['threshold']}); "
+            f"see near_duplicates.tsv"
+        )
     timings = ", ".join(f"{k} {v:.1f}" for k, v in metrics["timings"].items())
     lines.append(f"timings (s): {timings}")
     return "\n".join(lines)

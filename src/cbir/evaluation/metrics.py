@@ -14,6 +14,9 @@ _NDCG_CUT = 10
 _DISCOUNTS = 1.0 / np.log2(np.arange(2, _NDCG_CUT + 2, dtype=np.float64))
 # Ideal DCG of a query with R relevant documents: the first min(R, 10) discounts summed.
 _IDEAL_DCG = np.concatenate([[0.0], np.cumsum(_DISCOUNTS)])
+# trec_eval's default iprec_at_recall levels (m_iprec_at_recall.c), as the same doubles.
+IPREC_RECALL_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+_LEVELS = np.array(IPREC_RECALL_LEVELS, dtype=np.float64)
 
 
 def per_query_metrics(
@@ -94,12 +97,23 @@ def mean_metrics(per_query: dict[str, np.ndarray], n_relevant: np.ndarray) -> di
 def average_precision_full(
     scores: np.ndarray, relevant: np.ndarray, tiebreak_rank: np.ndarray
 ) -> np.ndarray:
-    """Average precision over the full ranking of every index document, per query.
+    """Average precision over the full ranking of every index document, per query: the first
+    half of `full_ranking_metrics` (see there)."""
+    return full_ranking_metrics(scores, relevant, tiebreak_rank)[0]
+
+
+def full_ranking_metrics(
+    scores: np.ndarray, relevant: np.ndarray, tiebreak_rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """trec_eval's `map` and `iprec_at_recall` on a run that ranks every index document.
 
     `scores` (q, N) (compared as float32, as a run file holds them), `relevant` (q, N) bool,
     `tiebreak_rank` (N,): each document's rank in ascending id order (`trec.tiebreak_ranks`), a
-    higher one winning a score tie. Returns (q,) float64: trec_eval's `map` on a run listing every
-    index document; 0 where a query has no relevant document.
+    higher one winning a score tie. Returns (average precision (q,), interpolated precision at
+    the recall levels of `IPREC_RECALL_LEVELS` (q, 11)), float64; zeros where a query has no
+    relevant document. A document to leave out of a query's ranking (the query itself, in a
+    leave-one-out run) can be given the score -inf: ranked last and not relevant, it changes
+    neither measure.
 
     One uint64 key per document sorts into trec order in a single pass: the high word is the
     float32 score mapped to an unsigned integer that orders descending, the low word the tiebreak
@@ -131,15 +145,34 @@ def average_precision_full(
     relevance_bytes = keys.view(np.uint8)[(0 if np.little_endian else 7) :: 8]
     ranks = np.arange(1, n_docs + 1, dtype=np.float64)
     average_precision = np.zeros(n_queries, dtype=np.float64)
+    interpolated = np.zeros((n_queries, len(IPREC_RECALL_LEVELS)), dtype=np.float64)
     for q in range(n_queries):
         _descending_score_words(scores[q], score, sign, out=halves[:, high])
         np.bitwise_or(low_words, relevant[q], out=halves[:, low])
         keys.sort()
         positions = np.flatnonzero(relevance_bytes & np.uint8(1))  # ranks - 1 of relevant docs
         if positions.size:
-            # AP = (1/R) * sum over the i-th relevant document (at rank p_i) of i / p_i.
-            average_precision[q] = (ranks[: positions.size] / ranks[positions]).mean()
-    return average_precision
+            # Precision at the i-th relevant document (rank p_i + 1) is i / (p_i + 1); AP is
+            # their mean over the R relevant documents, all of them ranked here.
+            precision = ranks[: positions.size] / ranks[positions]
+            average_precision[q] = precision.mean()
+            interpolated[q] = _interpolated_precision(precision)
+    return average_precision, interpolated
+
+
+def _interpolated_precision(precision: np.ndarray) -> np.ndarray:
+    """trec_eval's iprec_at_recall for one query whose R relevant documents are all ranked,
+    from the precision at each of them in rank order.
+
+    trec_eval turns each recall level into a count of relevant documents, (long)(level * R +
+    0.9) (so 0.7 of R = 3 is 2, not 3: 0.7 * 3 + 0.9 falls just short of 3.0 in doubles), and
+    reports the highest precision at or below the rank where that many were found (at the first
+    relevant document for a count of 0). Precision only falls between relevant documents, so the
+    highest over those ranks is the highest at the relevant documents from that one on.
+    """
+    best_from = np.maximum.accumulate(precision[::-1])[::-1]
+    counts = (_LEVELS * len(precision) + 0.9).astype(np.int64)  # truncation, as C's (long)
+    return best_from[np.maximum(counts, 1) - 1]
 
 
 def _descending_score_words(
