@@ -2,13 +2,17 @@
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cbir.collection import Collection
 from cbir.evaluation.trec import read_run, write_qrels
 
 
@@ -22,7 +26,7 @@ def cbir(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_help_lists_commands():
     result = cbir("--help")
     assert result.returncode == 0
-    for command in ("benchmark", "index", "search"):
+    for command in ("benchmark", "index", "search", "delete", "stats", "verify"):
         assert command in result.stdout
 
 
@@ -164,3 +168,67 @@ def test_full_cifar10_gch_benchmark_agrees_with_trec_eval(real_data_dir, tmp_pat
         assert float(per_query[q]["map_cut_100"]) == pytest.approx(trec[q]["map_cut_100"], abs=1e-6)
         assert float(per_query[q]["P_10"]) == pytest.approx(trec[q]["P_10"], abs=1e-6)
     assert Path(out / "run.txt").stat().st_size > 0
+
+
+def test_stats_delete_and_verify(labelled_folder, tmp_path):
+    collection = str(tmp_path / "col")
+    assert cbir("index", str(labelled_folder), "-c", collection).returncode == 0
+    stats = json.loads(cbir("stats", "-c", collection, "--json").stdout)
+    assert stats["count"] == 12 and stats["labels"] == {"blue": 4, "green": 4, "red": 4}
+    assert "12 images" in cbir("stats", "-c", collection).stdout
+    deleted = cbir("delete", "-c", collection, "red/red-0.png", "red/red-1.jpg", "nope")
+    assert deleted.returncode == 0 and "deleted 2; the collection holds 10" in deleted.stdout
+    assert "'nope'" in deleted.stderr
+    query = labelled_folder / "red" / "red-0.png"
+    found = json.loads(cbir("search", str(query), "-c", collection, "-k", "12", "--json").stdout)
+    ids = {hit["id"] for hit in found["results"]}
+    assert len(ids) == 10 and not ids & {"red/red-0.png", "red/red-1.jpg"}
+    verify = cbir("verify", "-c", collection)
+    assert verify.returncode == 0 and "OK" in verify.stdout
+    conn = sqlite3.connect(tmp_path / "col" / "metadata.sqlite")
+    with conn:
+        conn.execute("DELETE FROM vectors WHERE id = 'blue/blue-2.webp'")
+    conn.close()
+    broken = cbir("verify", "-c", collection)
+    assert broken.returncode == 1 and "DAMAGED" in broken.stdout
+    assert "1 image rows without a vector: 'blue/blue-2.webp'" in broken.stdout
+    report = json.loads(cbir("verify", "-c", collection, "--json").stdout)
+    assert report["ok"] is False and report["counts"]["vectors"] == 9
+    assert cbir("verify", "-c", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_a_second_writer_gets_a_clear_error(labelled_folder, tmp_path):
+    folder = tmp_path / "col"
+    cbir("index", str(labelled_folder), "-c", str(folder))
+    with Collection.open(folder, writer=True):  # this test process is writing
+        for args in (["index", str(labelled_folder)], ["delete", "red/red-0.png"]):
+            result = cbir(*args, "-c", str(folder), "--wait", "0.2")
+            assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+            assert f"being written by process {os.getpid()}" in result.stderr
+    assert cbir("delete", "red/red-0.png", "-c", str(folder)).returncode == 0
+
+
+def test_extractor_parameters_must_match_the_collection(labelled_folder, tmp_path):
+    folder = str(tmp_path / "col")
+    cbir("index", str(labelled_folder), "-c", folder, "-e", "gch", "-p", "bins=64")
+    same = cbir("index", str(labelled_folder), "-c", folder, "-p", "bins=64")
+    assert same.returncode == 0 and "already indexed 12" in same.stdout
+    other = cbir("index", str(labelled_folder), "-c", folder, "-p", "bins=32")
+    assert other.returncode == 2 and "was built with gch" in other.stderr
+
+
+def test_a_killed_run_verifies_and_resumes(labelled_folder, tmp_path):
+    folder = tmp_path / "col"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cbir.cli", "index", str(labelled_folder), "-c", str(folder),
+         "--batch-size", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while not (folder / "manifest.json").exists() and run.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    assert cbir("verify", "-c", str(folder)).returncode == 0
+    resumed = cbir("index", str(labelled_folder), "-c", str(folder))
+    assert resumed.returncode == 0 and "the collection holds 12 images" in resumed.stdout

@@ -1,14 +1,26 @@
 """A collection on disk: everything needed to search a set of images again later.
 
-    <folder>/manifest.json     schema version, extractor {name, params}, dim, metric,
-                               backend, counts
+    <folder>/manifest.json     schema version, extractor {name, params}, dim, metric, backend,
+                               counts and the generation they describe, created / updated
     <folder>/extractor/        the extractor's parameters and learnt state (arrays + JSON)
-    <folder>/index/            the embedded backend's vectors and ids
-    <folder>/metadata.sqlite   one row per image: id, path, label, sha256, width, height, added_at
+    <folder>/metadata.sqlite   image rows, their vectors and stored image bytes: the source of
+                               truth, changed one transaction at a time (see cbir.database)
+    <folder>/writer.lock       held (fcntl.flock) by the one process allowed to write
 
-Writes are atomic (temporary file, fsync, rename) and metadata goes through SQLite
-transactions. An add writes the vectors first and commits the metadata last, so after a crash
-the index can only hold extra, uncommitted vectors: `open` drops them.
+Durability: an add or delete is one SQLite transaction (rows, vectors, bytes and the generation
+counter together), synced before it returns; the manifest is then rewritten atomically (temp
+file, fsync, rename). A crash loses at most the transaction in flight; a manifest left behind
+by one names an older generation, and the next writer rewrites it.
+
+Writers: `open(writer=True)` and `create` take the lock for the collection's lifetime (an
+indexing run); a plain `open` takes it only around each add or delete (the web server). Either
+way a second writer waits up to `lock_timeout` seconds, then gets a CollectionBusyError naming
+the holder. `open(read_only=True)` never takes the lock and cannot write.
+
+Readers: the search index is built from the database on first use, in one read snapshot.
+`refresh()` compares the database's generation with the one loaded (one tiny query) and, when
+it moved, reads only the rows added since, plus the list of live ids when something was
+deleted, so a long-running reader picks up new images without a restart.
 """
 
 from __future__ import annotations
@@ -17,8 +29,10 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,32 +40,32 @@ from typing import Any
 import numpy as np
 
 from cbir import __version__
-from cbir.errors import CollectionError, DimensionMismatchError
+from cbir.database import (
+    Database,
+    chunks,
+    delete_rows,
+    insert_rows,
+    read_state,
+    read_vectors,
+)
+from cbir.errors import CbirError, CollectionError, DimensionMismatchError
 from cbir.features import Extractor, load_extractor
-from cbir.image_store import ImageStore
-from cbir.index import DEFAULT_BACKEND, backend_class
+from cbir.image_store import ImageStore, get_blob, put_blobs
+from cbir.index import DEFAULT_BACKEND, VectorIndex, backend_class
+from cbir.index.base import check_vectors
+from cbir.locking import WriterLock, default_timeout
 from cbir.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 METADATA = "metadata.sqlite"
 EXTRACTOR_DIR = "extractor"
-INDEX_DIR = "index"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id TEXT PRIMARY KEY,
-    path TEXT,
-    label TEXT,
-    sha256 TEXT NOT NULL,
-    width INTEGER,
-    height INTEGER,
-    added_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
-"""
+LOCK_FILE = "writer.lock"
+# A writer that holds the lock for its lifetime rewrites the manifest at most this often (and
+# when it closes): its counts are a summary, the database is the truth.
+MANIFEST_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -80,16 +94,39 @@ def _now() -> str:
 
 
 class Collection:
-    """Open with `Collection.open(folder)` or make one with `Collection.create(...)`."""
+    """Open with `Collection.open(folder)` or make one with `Collection.create(...)`.
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], extractor: Extractor, index):
+    Thread-safe: one re-entrant mutex guards the index and the connection."""
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        extractor: Extractor,
+        db: Database,
+        lock: WriterLock | None,
+        lock_timeout: float | None = None,
+    ) -> None:
+        """Use `create` or `open`. `lock`: None for a read-only collection; held already by
+        a writer that keeps it for its lifetime."""
         self.folder = folder
         self.manifest = manifest
         self.extractor = extractor
-        self.index = index
-        self.images = ImageStore(folder)
-        self._db = sqlite3.connect(folder / METADATA, check_same_thread=False)
-        self._db.executescript(_SCHEMA)
+        self.dim: int = manifest["dim"]
+        self.images = ImageStore(self._reading, self._writing)
+        self._db = db
+        self._lock = lock  # None: read-only
+        self._lock_timeout = default_timeout() if lock_timeout is None else lock_timeout
+        self._lifetime_writer = lock is not None and lock.held
+        self._manifest_written_at = time.monotonic()
+        self._closed = False
+        self._mutex = threading.RLock()
+        # The in-memory index and what it holds: id -> seq of its vectors row, the highest
+        # seq loaded, and the database state it reflects.
+        self._index: VectorIndex | None = None
+        self._seqs: dict[str, int] = {}
+        self._last_seq = 0
+        self._generation, self._deletions = read_state(db.conn)
 
     # --- lifecycle ---------------------------------------------------------------------------
     @classmethod
@@ -99,126 +136,283 @@ class Collection:
         extractor: Extractor,
         backend: str = DEFAULT_BACKEND,
         metric: str = "cosine",
+        lock_timeout: float | None = None,
+        backend_settings: dict[str, Any] | None = None,
     ) -> Collection:
+        """A new, empty collection, returned as its writer (holding the lock until closed).
+        `backend_settings` are passed to the backend's constructor whenever the index is
+        built (never secrets: they are stored in the manifest)."""
         folder = Path(folder)
-        if (folder / MANIFEST).exists():
-            raise CollectionError(f"{folder} already holds a collection; open it instead")
+        backend_class(backend)(dim=extractor.dim, metric=metric, **(backend_settings or {}))
+        # (an unknown backend or bad settings fail before anything is written)
+        _refuse_existing(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        extractor.save(folder / EXTRACTOR_DIR)
-        index = backend_class(backend)(dim=extractor.dim, metric=metric)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "cbir_version": __version__,
-            "extractor": extractor.describe(),
-            "dim": extractor.dim,
-            "metric": metric,
-            "backend": {"name": backend, "settings": {}},
-            "counts": {"images": 0},
-            "created": _now(),
-            "updated": _now(),
-        }
-        collection = cls(folder, manifest, extractor, index)
-        collection._save_index()
-        atomic_write_json(folder / MANIFEST, manifest)
-        return collection
+        lock = _take_lock(folder, lock_timeout)
+        try:
+            _refuse_existing(folder)  # again: another writer may have made one meanwhile
+            extractor.save(folder / EXTRACTOR_DIR)
+            db = Database(folder / METADATA)
+            db.create_schema()
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "cbir_version": __version__,
+                "extractor": _as_json(extractor.describe()),
+                "dim": extractor.dim,
+                "metric": metric,
+                "backend": {"name": backend, "settings": _as_json(backend_settings or {})},
+                "counts": {"images": 0},
+                "generation": 0,
+                "created": _now(),
+                "updated": _now(),
+            }
+            # Last: a folder is a collection once its manifest exists, so a crash before
+            # this line leaves a folder that the next `create` simply fills again.
+            atomic_write_json(folder / MANIFEST, manifest)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(folder, manifest, extractor, db, lock, lock_timeout)
 
     @classmethod
-    def open(cls, folder: str | Path) -> Collection:
+    def open(
+        cls,
+        folder: str | Path,
+        read_only: bool = False,
+        writer: bool = False,
+        lock_timeout: float | None = None,
+    ) -> Collection:
+        """Open an existing collection. `writer=True` takes the writer lock until `close`;
+        `read_only=True` never locks and refuses to write."""
+        if read_only and writer:
+            raise CbirError("a collection cannot be opened both read-only and as the writer")
         folder = Path(folder)
-        manifest = read_manifest(folder)
-        extractor = load_extractor(folder / EXTRACTOR_DIR)
-        if extractor.dim != manifest["dim"]:
-            raise CollectionError(
-                f"{folder}: extractor gives {extractor.dim}-d vectors but the manifest says "
-                f"{manifest['dim']}; the collection is damaged"
-            )
-        backend = backend_class(manifest["backend"]["name"])
-        index = backend.load(folder / INDEX_DIR)
-        collection = cls(folder, manifest, extractor, index)
-        collection._drop_uncommitted_vectors()
+        read_manifest(folder)  # a clear error for a folder that is no collection
+        lock = _take_lock(folder, lock_timeout) if writer else None
+        try:
+            manifest = read_manifest(folder)  # again: the writer that held the lock updated it
+            extractor = load_collection_extractor(folder, manifest)
+            db = _open_database(folder, read_only)
+        except BaseException:
+            if lock:
+                lock.release()
+            raise
+        if not read_only and lock is None:
+            lock = WriterLock(folder / LOCK_FILE, str(folder))  # taken around each write
+        collection = cls(folder, manifest, extractor, db, lock, lock_timeout)
+        if writer:
+            collection._write_manifest()  # repairs counts that a crashed writer left behind
         return collection
 
     @classmethod
     def open_or_create(
-        cls, folder: str | Path, extractor_factory, backend: str = DEFAULT_BACKEND
+        cls,
+        folder: str | Path,
+        extractor_factory: Callable[[], Extractor],
+        backend: str = DEFAULT_BACKEND,
+        lock_timeout: float | None = None,
     ) -> Collection:
+        """The collection in `folder` as its writer, created first if there is none."""
         folder = Path(folder)
-        if (folder / MANIFEST).exists():
-            return cls.open(folder)
-        return cls.create(folder, extractor_factory(), backend=backend)
+        if not (folder / MANIFEST).exists():
+            try:
+                return cls.create(folder, extractor_factory(), backend, lock_timeout=lock_timeout)
+            except CollectionError:
+                if not (folder / MANIFEST).exists():
+                    raise  # else another writer created it first: open theirs
+        return cls.open(folder, writer=True, lock_timeout=lock_timeout)
 
     def close(self) -> None:
-        self._db.close()
-        self.index.close()
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            if self._lifetime_writer:
+                self._write_manifest()
+            self._db.close()
+            if self._index is not None:
+                self._index.close()
+            if self._lock is not None:
+                while self._lock.held:
+                    self._lock.release()
 
     def __enter__(self) -> Collection:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # --- writing -----------------------------------------------------------------------------
-    def add(self, records: Sequence[ImageRecord], vectors: np.ndarray) -> int:
-        """Add images with their vectors; returns how many were added."""
+    def add(
+        self,
+        records: Sequence[ImageRecord],
+        vectors: np.ndarray,
+        *,
+        blobs: Iterable[bytes] = (),
+        replace: bool = False,
+    ) -> int:
+        """Add images with their vectors, and the bytes of those that have no file of their
+        own (`blobs`), in one transaction; returns how many images were added. An id already
+        in the collection is an error (nothing is added), unless `replace` is set: then its
+        old entry gives way to the new one."""
+        records, blobs = list(records), list(blobs)
+        if not records and not blobs:
+            return 0
+        vectors = self._check_vectors(vectors, "vectors")
         if len(records) != len(vectors):
             raise DimensionMismatchError(f"{len(records)} records but {len(vectors)} vectors")
-        if not records:
-            return 0
+        ids = [r.id for r in records]
+        if len(set(ids)) != len(ids):
+            raise CollectionError("the same id appears twice in one add; nothing was added")
         added_at = _now()
         rows = [(r.id, r.path, r.label, r.sha256, r.width, r.height, added_at) for r in records]
-        try:
-            with self._db:  # one transaction: all rows or none
-                self._db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                self.index.add([r.id for r in records], vectors)
-                self._save_index()
-        except sqlite3.IntegrityError as error:
-            raise CollectionError(f"an image id is already in the collection ({error})") from None
-        self._write_manifest()
+        with self._writing() as conn:
+            if replace:
+                delete_rows(conn, ids)
+            put_blobs(conn, blobs)
+            try:
+                insert_rows(conn, rows, ids, vectors)
+            except sqlite3.IntegrityError:
+                present = _existing_ids(conn, ids)
+                raise CollectionError(
+                    f"{len(present)} image id(s) already in the collection, nothing was added: "
+                    f"{', '.join(map(repr, present[:5]))}"
+                ) from None
         return len(records)
 
     def delete(self, ids: Iterable[str]) -> int:
-        ids = list(ids)
-        with self._db:
-            self._db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
-            removed = self.index.delete(ids)
-            self._save_index()
-        self._write_manifest()
-        return removed
+        """Remove images (unknown ids are ignored) with their vectors and the stored bytes no
+        other image uses; returns how many were removed."""
+        if isinstance(ids, str | bytes):
+            raise CbirError("delete takes a list of ids, not a single string")
+        with self._writing() as conn:
+            return delete_rows(conn, ids)
 
-    def _save_index(self) -> None:
-        if hasattr(self.index, "save"):
-            self.index.save(self.folder / INDEX_DIR)
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the writer lock; afterwards the manifest and the loaded
+        index catch up with what was committed."""
+        if self._lock is None:
+            raise CollectionError(f"{self.folder} was opened read-only")
+        with self._mutex, self._lock.hold(self._lock_timeout):
+            with self._db.transaction() as conn:
+                yield conn
+            due = time.monotonic() - self._manifest_written_at >= MANIFEST_EVERY_S
+            if due or not self._lifetime_writer:
+                self._write_manifest()
+            self._catch_up()
 
     def _write_manifest(self) -> None:
-        self.manifest["counts"] = {"images": len(self)}
+        with self._db.snapshot() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            generation = read_state(conn)[0]
+        if self.manifest.get("generation") == generation and self.manifest["counts"] == {
+            "images": count
+        }:
+            return
+        self.manifest["counts"] = {"images": count}
+        self.manifest["generation"] = generation
         self.manifest["updated"] = _now()
         atomic_write_json(self.folder / MANIFEST, self.manifest)
+        self._manifest_written_at = time.monotonic()
 
-    def _drop_uncommitted_vectors(self) -> None:
-        known = {row[0] for row in self._db.execute("SELECT id FROM images")}
-        stray = [i for i in self.index.ids if i not in known]
-        if stray:
-            log.warning(
-                "%s: dropping %d vectors whose add never committed", self.folder, len(stray)
-            )
-            self.index.delete(stray)
-            self._save_index()
+    # --- the in-memory index -----------------------------------------------------------------
+    @property
+    def index(self) -> VectorIndex:
+        """The search index over every committed vector, built on first use."""
+        with self._mutex:
+            if self._index is None:
+                self._load_index()
+            return self._index
+
+    @property
+    def generation(self) -> int:
+        """The database generation this object reflects (see `refresh`)."""
+        return self._generation
+
+    def refresh(self) -> bool:
+        """Pick up changes another process (or connection) committed; True when something
+        changed. Cheap when nothing did: readers such as the web server call it before every
+        read."""
+        with self._mutex:
+            if self._index is not None:
+                return self._catch_up()
+            generation = self._db.generation()
+            changed, self._generation = generation != self._generation, generation
+            return changed
+
+    def _new_index(self) -> VectorIndex:
+        backend = self.manifest["backend"]
+        return backend_class(backend["name"])(
+            dim=self.dim, metric=self.manifest["metric"], **backend.get("settings", {})
+        )
+
+    def _load_index(self) -> None:
+        index = self._new_index()
+        seqs: dict[str, int] = {}
+        last = 0
+        with self._db.snapshot() as conn:
+            generation, deletions = read_state(conn)
+            for part_seqs, ids, vectors in read_vectors(conn, self.dim):
+                index.add(ids, vectors)
+                seqs.update(zip(ids, part_seqs, strict=True))
+                last = part_seqs[-1]
+        self._index, self._seqs, self._last_seq = index, seqs, last
+        self._generation, self._deletions = generation, deletions
+
+    def _catch_up(self) -> bool:
+        """Apply to the loaded index what was committed since it was loaded."""
+        if self._index is None:
+            self._generation, self._deletions = read_state(self._db.conn)
+            return False
+        if self._db.generation() == self._generation:
+            return False
+        try:
+            with self._db.snapshot() as conn:
+                generation, deletions = read_state(conn)
+                if deletions != self._deletions:
+                    live = dict(conn.execute("SELECT id, seq FROM vectors"))
+                    gone = [i for i, seq in self._seqs.items() if live.get(i) != seq]
+                    self._index.delete(gone)
+                    for image_id in gone:
+                        del self._seqs[image_id]
+                for seqs, ids, vectors in read_vectors(conn, self.dim, self._last_seq):
+                    self._index.add(ids, vectors)
+                    self._seqs.update(zip(ids, seqs, strict=True))
+                    self._last_seq = seqs[-1]
+        except BaseException:
+            self._index = None  # half caught up: rebuilt from scratch on next use
+            raise
+        self._generation, self._deletions = generation, deletions
+        return True
 
     # --- reading -----------------------------------------------------------------------------
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._mutex, self._db.snapshot() as conn:
+            yield conn
+
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        with self._reading() as conn:
+            return conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+    def checksums(self) -> dict[str, str]:
+        """id -> sha256 of every image."""
+        with self._reading() as conn:
+            return dict(conn.execute("SELECT id, sha256 FROM images"))
 
     def known_checksums(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT sha256 FROM images")}
+        return set(self.checksums().values())
 
     def known_ids(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT id FROM images")}
+        with self._reading() as conn:
+            return {row[0] for row in conn.execute("SELECT id FROM images")}
 
     def get(self, image_id: str) -> ImageRecord | None:
-        row = self._db.execute(
-            "SELECT id, path, label, sha256, width, height FROM images WHERE id = ?",
-            (image_id,),
-        ).fetchone()
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT id, path, label, sha256, width, height FROM images WHERE id = ?",
+                (image_id,),
+            ).fetchone()
         return ImageRecord(*row) if row else None
 
     def image_bytes(self, image_id: str) -> bytes | None:
@@ -227,28 +421,28 @@ class Collection:
         record = self.get(image_id)
         if record is None:
             return None
-        stored = self.images.get(record.sha256)
+        with self._reading() as conn:
+            stored = get_blob(conn, record.sha256)
         if stored is not None:
             return stored
         if record.path and Path(record.path).is_file():
             return Path(record.path).read_bytes()
         return None
 
-    def refresh(self) -> bool:
-        """Pick up changes another process committed; True when something changed.
-        (Readers such as the web server call this before searching.)"""
-        return False
-
     def label_counts(self) -> dict[str | None, int]:
-        rows = self._db.execute("SELECT label, COUNT(*) FROM images GROUP BY label")
-        return dict(Counter({label: count for label, count in rows}))
+        with self._reading() as conn:
+            return dict(conn.execute("SELECT label, COUNT(*) FROM images GROUP BY label"))
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        ids, scores = self.index.search(vectors, k)
-        wanted = {i for row in ids for i in row}
-        meta = self._metadata_for(wanted)
+        """The k nearest images to each query vector, from the loaded snapshot (call `refresh`
+        first to include the latest changes). An image deleted since the snapshot is left
+        out, so a row may hold fewer than k hits until the next refresh."""
+        with self._mutex:
+            queries = self._check_vectors(vectors, "queries")
+            ids, scores = self.index.search(queries, k)
+            meta = self._metadata_for({i for row in ids for i in row})
         return [
-            [Hit(i, float(s), *meta.get(i, (None, None))) for i, s in zip(row, srow, strict=False)]
+            [Hit(i, float(s), *meta[i]) for i, s in zip(row, srow, strict=False) if i in meta]
             for row, srow in zip(ids, scores, strict=True)
         ]
 
@@ -257,26 +451,103 @@ class Collection:
 
     def _metadata_for(self, ids: set[str]) -> dict[str, tuple[str | None, str | None]]:
         out: dict[str, tuple[str | None, str | None]] = {}
-        ids_list = list(ids)
-        for start in range(0, len(ids_list), 900):  # SQLite's bound-parameter limit
-            part = ids_list[start : start + 900]
-            marks = ",".join("?" * len(part))
-            query = f"SELECT id, label, path FROM images WHERE id IN ({marks})"
-            for image_id, label, path in self._db.execute(query, part):
-                out[image_id] = (label, path)
+        with self._reading() as conn:
+            for part in chunks(list(ids)):
+                marks = ",".join("?" * len(part))
+                query = f"SELECT id, label, path FROM images WHERE id IN ({marks})"
+                for image_id, label, path in conn.execute(query, part):
+                    out[image_id] = (label, path)
         return out
 
+    def _check_vectors(self, vectors: np.ndarray, what: str) -> np.ndarray:
+        try:
+            return check_vectors(vectors, self.dim, what=what)
+        except DimensionMismatchError as error:
+            raise DimensionMismatchError(
+                f"{error}. {self.folder} was built with extractor "
+                f"{self.manifest['extractor']['name']!r} ({self.dim}-d): describe images with "
+                "the collection's own extractor"
+            ) from None
+
     def stats(self) -> dict[str, Any]:
+        with self._reading() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            stored = conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
+            labels = dict(conn.execute("SELECT label, COUNT(*) FROM images GROUP BY label"))
+            generation = read_state(conn)[0]
         return {
-            "count": len(self),
+            "count": count,
+            "stored_images": stored,
+            "generation": generation,
             "extractor": self.manifest["extractor"],
-            "dim": self.manifest["dim"],
+            "dim": self.dim,
             "metric": self.manifest["metric"],
             "backend": self.manifest["backend"]["name"],
-            "labels": {str(k): v for k, v in sorted(self.label_counts().items(), key=str)},
+            "labels": {str(k): v for k, v in sorted(labels.items(), key=str)},
             "created": self.manifest["created"],
             "updated": self.manifest["updated"],
         }
+
+
+def _open_database(folder: Path, read_only: bool) -> Database:
+    if not (folder / METADATA).is_file():
+        raise CollectionError(f"{folder}: {METADATA} is missing; the collection is damaged")
+    db = Database(folder / METADATA, read_only=read_only)
+    try:
+        read_state(db.conn)
+    except sqlite3.Error as error:
+        db.close()
+        raise CollectionError(
+            f"{folder}: {METADATA} is unreadable ({error}); run `cbir verify` for details"
+        ) from None
+    return db
+
+
+def _take_lock(folder: Path, timeout: float | None) -> WriterLock:
+    lock = WriterLock(folder / LOCK_FILE, str(folder))
+    lock.acquire(default_timeout() if timeout is None else timeout)
+    return lock
+
+
+def _refuse_existing(folder: Path) -> None:
+    if (folder / MANIFEST).exists():
+        raise CollectionError(f"{folder} already holds a collection; open it instead")
+
+
+def _existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+    found: list[str] = []
+    for part in chunks(list(ids)):
+        marks = ",".join("?" * len(part))
+        found += [r[0] for r in conn.execute(f"SELECT id FROM images WHERE id IN ({marks})", part)]
+    return sorted(found)
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value))
+
+
+def load_collection_extractor(folder: Path, manifest: dict[str, Any]) -> Extractor:
+    """The collection's extractor, checked against what its manifest promises."""
+    try:
+        extractor = load_extractor(folder / EXTRACTOR_DIR)
+    except CbirError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CollectionError(
+            f"{folder}: the extractor state in {EXTRACTOR_DIR}/ is unreadable ({error})"
+        ) from None
+    if _as_json(extractor.describe()) != manifest["extractor"]:
+        raise CollectionError(
+            f"{folder}: {EXTRACTOR_DIR}/ holds {extractor.describe()} but the manifest says "
+            f"{manifest['extractor']}; the collection is damaged"
+        )
+    if extractor.dim != manifest["dim"]:
+        raise CollectionError(
+            f"{folder}: extractor gives {extractor.dim}-d vectors but the manifest says "
+            f"{manifest['dim']}; the collection is damaged"
+        )
+    return extractor
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -289,10 +560,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CollectionError(f"{path} is unreadable ({error})") from None
-    version = manifest.get("schema_version")
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise CollectionError(
             f"{path} has schema version {version!r}; this cbir reads up to {SCHEMA_VERSION}. "
             "Upgrade cbir to open it"
+        )
+    if version < SCHEMA_VERSION:
+        raise CollectionError(
+            f"{path} has schema version {version}, from an older cbir that kept vectors in "
+            "files; index its images again into a new collection folder"
         )
     return manifest

@@ -11,9 +11,16 @@ from typing import Any
 COMMAND_MODULES = (
     "cbir.commands.index",
     "cbir.commands.search",
+    "cbir.commands.delete",
+    "cbir.commands.stats",
+    "cbir.commands.verify",
+    "cbir.commands.serve",
     "cbir.commands.benchmark",
+    "cbir.commands.bench",
     "cbir.commands.report",
     "cbir.commands.extractors",
+    "cbir.commands.train",
+    "cbir.commands.tune",
 )
 
 

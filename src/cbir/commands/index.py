@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from cbir.commands import add_extractor_arguments
-from cbir.errors import CbirError
+from cbir.errors import CbirError, DataNotFoundError
 
 
 def add_parser(commands) -> None:
@@ -22,48 +23,82 @@ def add_parser(commands) -> None:
     add_extractor_arguments(index, None)
     index.add_argument("--batch-size", type=int, default=1024, help="images per commit")
     index.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    add_wait_argument(index)
     index.set_defaults(handler=run)
 
 
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """--wait SECONDS, shared by the commands that write to a collection."""
+    parser.add_argument(
+        "--wait", type=float, metavar="SECONDS",
+        help="when another process is writing the collection, wait this long for it "
+        "(default 10, or CBIR_LOCK_TIMEOUT), then give up",
+    )  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
-    from cbir.collection import MANIFEST, Collection
+    from cbir.collection import Collection
     from cbir.features import DEFAULT_EXTRACTOR, get_extractor
     from cbir.pipeline import index_dataset, index_folder
 
     if args.batch_size < 1:
         raise CbirError("--batch-size must be at least 1")
-    if (args.collection / MANIFEST).exists():
-        collection = Collection.open(args.collection)
-        have = collection.manifest["extractor"]["name"]
-        if args.extractor and args.extractor != have:
-            collection.close()
+    # Everything a user can get wrong is checked before the collection folder is touched.
+    requested = get_extractor(args.extractor or DEFAULT_EXTRACTOR, **dict(args.param))
+    is_cifar = args.folder.split(":")[0] == "cifar10"
+    if is_cifar:
+        source = cifar10_split(args.folder, args.data)
+    elif not Path(args.folder).is_dir():
+        raise DataNotFoundError(f"{args.folder} is not a folder of images")
+
+    def new_extractor():
+        if requested.needs_fit:
             raise CbirError(
-                f"{args.collection} was built with extractor {have!r}, not {args.extractor!r}; "
-                "use a new --collection folder for another extractor"
+                f"extractor {requested.name!r} must be fitted first; fit it with its own command"
             )
-    else:
-        extractor = get_extractor(args.extractor or DEFAULT_EXTRACTOR, **dict(args.param))
-        if extractor.needs_fit:
-            raise CbirError(
-                f"extractor {extractor.name!r} must be fitted first; fit it with its own command"
-            )
-        collection = Collection.create(args.collection, extractor)
-    with collection:
-        if args.folder.split(":")[0] == "cifar10":
-            report = index_dataset(cifar10_split(args.folder, args.data), collection,
-                                   batch_size=args.batch_size)  # fmt: skip
+        return requested
+
+    with Collection.open_or_create(
+        args.collection, new_extractor, lock_timeout=args.wait
+    ) as collection:
+        check_same_extractor(collection, args.extractor, dict(args.param))
+        if is_cifar:
+            report = index_dataset(source, collection, batch_size=args.batch_size)
         else:
             report = index_folder(
                 Path(args.folder), collection, batch_size=args.batch_size, strict=args.strict
             )
         total = len(collection)
+    updated = f", updated {report.updated:,}" if report.updated else ""
     print(
-        f"added {report.added:,}, already indexed {report.skipped_known:,}, "
+        f"added {report.added:,}, already indexed {report.skipped_known:,}{updated}, "
         f"unreadable {len(report.failed):,}; the collection holds {total:,} images"
     )
     for _, why in report.failed[:10]:
         print(f"  skipped {why}", file=sys.stderr)
     return 0
+
+
+def check_same_extractor(collection, name: str | None, params: dict) -> None:
+    """A collection is extended only with the extractor (and parameters) it was built with:
+    vectors of another kind would be silently meaningless next to its own."""
+    from cbir.features import get_extractor
+
+    have = collection.manifest["extractor"]
+    if name and name != have["name"]:
+        raise CbirError(
+            f"{collection.folder} was built with extractor {have['name']!r}, not {name!r}; "
+            "use a new --collection folder for another extractor"
+        )
+    if params:
+        wanted = json.loads(json.dumps(get_extractor(have["name"], **params).params))
+        if wanted != have["params"]:
+            raise CbirError(
+                f"{collection.folder} was built with {have['name']} "
+                f"{json.dumps(have['params'], sort_keys=True)}, not "
+                f"{json.dumps(wanted, sort_keys=True)}; use a new --collection folder for "
+                "other parameters"
+            )
 
 
 def cifar10_split(spec: str, data_dir: Path | None):

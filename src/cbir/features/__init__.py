@@ -18,6 +18,7 @@ from cbir.features.base import PARAMS_FILE, Extractor
 _BUILTIN_MODULES: dict[str, str] = {
     "gch": "cbir.features.color",
     "hog": "cbir.features.hog",
+    "cnn": "cbir.features.cnn.extractor",  # needs torch
 }
 _REGISTRY: dict[str, type[Extractor]] = {}
 

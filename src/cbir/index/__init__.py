@@ -11,6 +11,7 @@ from cbir.index.base import VectorIndex
 # backend name -> "module:ClassName"
 _BACKENDS: dict[str, str] = {
     "embedded": "cbir.index.embedded:ExactIndex",
+    "faiss": "cbir.index.faiss_index:FaissIndex",  # settings: index="auto|flat|hnsw:..", search=
 }
 
 DEFAULT_BACKEND = "embedded"

@@ -1,0 +1,96 @@
+"""CIFAR-10 retrieval with the `cnn` extractor, class fusion included, scored as
+`cbir benchmark` scores it (50,000 training images indexed, 10,000 test queries, depth 100).
+
+Index images are described with `transform_index(images, labels)` (true labels for the class
+block), queries with `transform(images)` (predicted class; a query's label is never used).
+Until `cbir benchmark` calls that hook itself, this script is how class fusion is measured.
+
+    CBIR_DATA_DIR=../shared/data .venv/bin/python benchmarks/cnn_retrieval.py \
+        -p class_fusion=true --out benchmarks/results/cnn-class-fusion.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cbir.commands import parse_param
+from cbir.datasets import load_cifar10
+from cbir.evaluation.benchmark import dataset_label
+from cbir.evaluation.metrics import average_precision_full, mean_metrics, per_query_metrics
+from cbir.features import get_extractor
+from cbir.index.embedded import ExactIndex
+
+DEPTH = 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-p", "--param", action="append", type=parse_param, default=[])
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--no-map-all", action="store_true")
+    args = parser.parse_args()
+
+    data = load_cifar10(args.data, download=False)
+    index_set, queries = data.train, data.test
+    extractor = get_extractor("cnn", **dict(args.param))
+    print(f"cnn: {extractor.dim} dimensions", file=sys.stderr)  # loads the network first
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if extractor.needs_fit:
+        extractor.fit(index_set.images, index_set.labels)  # index images only
+    index_vectors = extractor.transform_index(index_set.images, index_set.labels)
+    query_vectors = extractor.transform(queries.images)
+    timings["extract_s"] = time.perf_counter() - started
+    images_per_s = (len(index_set) + len(queries)) / timings["extract_s"]
+
+    started = time.perf_counter()
+    index = ExactIndex(dim=extractor.dim, metric="cosine")
+    index.add(index_set.ids, index_vectors)
+    ranked_ids, _ = index.search(query_vectors, DEPTH)
+    timings["search_s"] = time.perf_counter() - started
+
+    label_of = dict(zip(index_set.ids, index_set.labels.tolist(), strict=True))
+    retrieved = np.array([[label_of[i] for i in ids] for ids in ranked_ids])
+    n_relevant = np.bincount(index_set.labels, minlength=10)[queries.labels]
+    per_query = per_query_metrics(retrieved == queries.labels[:, None], n_relevant, DEPTH)
+    metrics = mean_metrics(per_query, n_relevant)
+    if not args.no_map_all:
+        started = time.perf_counter()
+        stored_labels = np.array([label_of[i] for i in index.ids])
+        ap = [
+            average_precision_full(
+                index.scores(query_vectors[s : s + 256]),
+                stored_labels[None, :] == queries.labels[s : s + 256, None],
+                index.tiebreak_rank,
+            )
+            for s in range(0, len(queries), 256)
+        ]
+        metrics["map_all"] = float(np.concatenate(ap).mean())
+        timings["map_all_s"] = time.perf_counter() - started
+    if extractor.params["class_fusion"]:
+        predicted = query_vectors[:, -10:].argmax(1)
+        metrics["query_class_accuracy"] = float((predicted == queries.labels).mean())
+    result = {
+        "dataset": dataset_label(data.source),
+        "extractor": extractor.describe(),
+        "run_tag": extractor.run_tag,
+        **metrics,
+        "extract_images_per_s": round(images_per_s, 1),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""`cbir serve --collection DIR`: the search page and JSON API, under the waitress WSGI server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+
+from cbir.errors import CbirError
+
+# waitress refuses bodies past this multiple of the app's upload limit before reading them all;
+# bodies between the two reach the app, which answers a JSON 413 without parsing them.
+BODY_LIMIT_FACTOR = 8
+# Requests already run in parallel threads, and for one query vector a second BLAS thread costs
+# more in hand-off than it saves: on 2 busy cores, 50,000 x 256, one thread halved p50 and p99
+# (benchmarks/search_latency.py).
+BLAS_THREADS = 1
+
+
+def add_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="serve the search page and JSON API of a collection")
+    serve.add_argument(
+        "--collection", "-c", type=Path, default=os.environ.get("CBIR_COLLECTION"),
+        help="collection folder (else CBIR_COLLECTION)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--host", default=os.environ.get("CBIR_HOST", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1: this machine only; else CBIR_HOST)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--port", type=int, default=os.environ.get("CBIR_PORT", "5000"),
+        help="port (default 5000, 0 picks a free one; else CBIR_PORT)",
+    )  # fmt: skip
+    serve.add_argument("--threads", type=int, default=4, help="request threads (default 4)")
+    serve.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+    from waitress import create_server
+
+    from cbir.web import WebConfig, create_app
+    from cbir.web.service import EXTENSION_KEY
+
+    if args.collection is None:
+        raise CbirError("name the collection to serve with --collection DIR (or CBIR_COLLECTION)")
+    if args.threads < 1:
+        raise CbirError("--threads must be at least 1")
+    threadpool_limits(limits=BLAS_THREADS, user_api="blas")  # for the life of the process
+    config = WebConfig.from_env(args.collection)
+    app = create_app(config)  # the collection is loaded once, here, for every request thread
+    service = app.extensions[EXTENSION_KEY]
+    try:
+        server = create_server(
+            app, host=args.host, port=args.port, threads=args.threads, ident="cbir",
+            max_request_body_size=BODY_LIMIT_FACTOR * config.max_upload_bytes,
+        )  # fmt: skip
+    except OSError as error:
+        service.close()
+        raise CbirError(
+            f"cannot listen on {args.host}:{args.port} ({error.strerror}); "
+            "choose another --port or --host"
+        ) from None
+    host, port = getattr(server, "effective_host", args.host), server.effective_port
+    shown = f"[{host}]" if ":" in str(host) else host
+    print(
+        f"cbir: serving {args.collection} ({service.count():,} images) on http://{shown}:{port}/",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        service.close()
+    return 0
+
+
+def _stop(*_: object) -> None:
+    """SIGTERM (how tests, benchmarks and service managers stop us) closes cleanly, like Ctrl-C;
+    a second one (a process group and its parent both passing it on) must not cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt

@@ -1,0 +1,35 @@
+"""`cbir verify --collection DIR`: exit 0 only when the collection's parts agree."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    verify = commands.add_parser(
+        "verify", help="check that a collection's manifest, metadata and vectors agree"
+    )
+    verify.add_argument("--collection", "-c", required=True, type=Path, help="collection folder")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0: consistent; 1: damaged (the report says how); 2: no collection there."""
+    from cbir.integrity import verify_collection
+
+    report = verify_collection(args.collection)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+    else:
+        verdict = "OK" if report.ok else f"DAMAGED ({len(report.problems)} problems)"
+        print(f"{args.collection}: {verdict}")
+        if report.counts:
+            print("  " + ", ".join(f"{key} {value:,}" for key, value in report.counts.items()))
+        for problem in report.problems:
+            print(f"  problem: {problem}")
+        for note in report.notes:
+            print(f"  note: {note}")
+    return 0 if report.ok else 1

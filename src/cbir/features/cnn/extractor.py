@@ -1,0 +1,217 @@
+"""The `cnn` extractor: L2-normalised embeddings of a network we trained (or one you give),
+with optional PCA (fitted on the index images) and optional class fusion.
+
+Class fusion, as the reference did it: every vector gets a one-hot class block appended,
+the TRUE class for index images (`transform_index(images, labels)`) and the network's
+PREDICTED class for queries (`transform(images)`); a query's label is never used. With unit
+embeddings the fused vector is [e, w * onehot] / sqrt(1 + w^2), unit length again, so cosine
+similarity = (cos(e_q, e_i) + w^2 [same class]) / (1 + w^2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cbir.errors import CbirError
+from cbir.features import register
+from cbir.features.base import Extractor, ImageBatches, check_image_batch
+from cbir.progress import progress_bar
+
+PCA_FILE = "pca.npz"
+STATE_FILE = "cnn_state.json"
+
+
+@register("cnn")
+class CnnExtractor(Extractor):
+    """Embeddings of a CNN; `weights` "" is the default network committed with cbir."""
+
+    defaults = {
+        "weights": "",  # "" = committed default; a `cbir train` folder or a model file
+        "arch": "",  # for a bare .safetensors state dict: airbench, lenet, mlp, torchvision:NAME
+        "layer": "",  # module whose output is the embedding (forward hook); "" = penultimate
+        "image_size": 32,  # input side for the network (ImageNet models want 224)
+        "normalisation": "cifar",  # channel statistics: cifar or imagenet
+        "pca": 0,  # components kept (0 = no PCA), fitted on the index images
+        "class_fusion": False,
+        "fusion_weight": 1.0,
+        "tta": 0,  # test-time augmentation: 0 none, 1 flip, 2 flip + translate
+        "batch_size": 512,
+        "threads": 2,
+        "bf16": True,
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._check_range("image_size", 8)
+        self._check_range("pca", 0)
+        self._check_range("fusion_weight", 0.0)
+        self._check_range("tta", 0, 2)
+        self._check_range("batch_size", 1)
+        self._check_range("threads", 1)
+        if self.params["normalisation"] not in ("cifar", "imagenet"):
+            raise CbirError("parameter normalisation of extractor 'cnn' must be cifar or imagenet")
+        self._model = self._reader = None
+        self._embedding_dim: int | None = None
+        self._classes: int | None = None
+        self.pca_mean_: np.ndarray | None = None
+        self.pca_components_: np.ndarray | None = None
+
+    # --- the network, loaded on first use so that listing extractors stays instant -------------
+    def _load(self) -> None:
+        if self._reader is not None:
+            return
+        import torch
+
+        from cbir.features.cnn.inference import infer
+        from cbir.features.cnn.models import load_model, make_reader
+        from cbir.features.cnn.networks import EmbeddingNet, fold_batchnorm
+
+        torch.set_num_threads(self.params["threads"])
+        model = load_model(self.params["weights"], self.params["arch"])
+        if isinstance(model, EmbeddingNet):
+            fold_batchnorm(model)  # fewer passes over memory per image
+        self._model = model.to(memory_format=torch.channels_last)
+        self._reader = make_reader(self._model, self.params["layer"])
+        side = self.params["image_size"]
+        probe, logits = infer(self._reader, np.zeros((2, side, side, 3), np.uint8), bf16=False)
+        self._embedding_dim = probe.shape[1]
+        self._classes = None if logits is None else logits.shape[1]
+        if self.params["class_fusion"] and self._classes is None:
+            raise CbirError("class_fusion needs a model with a classifier output (logits)")
+
+    @property
+    def needs_fit(self) -> bool:  # type: ignore[override]
+        return self.params["pca"] > 0
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        side = self.params["image_size"]
+        return (side, side)
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        base = self.params["pca"] or self._embedding_dim
+        return base + (self._classes if self.params["class_fusion"] else 0)
+
+    @property
+    def uses_index_labels(self) -> bool:
+        """True when index images must go through `transform_index` with their labels."""
+        return self.params["class_fusion"]
+
+    @property
+    def run_tag(self) -> str:
+        """TREC run tag: class-fused runs are told apart from pure-embedding ones."""
+        return "cnn+class_fusion" if self.params["class_fusion"] else "cnn"
+
+    # --- the protocol --------------------------------------------------------------------------
+    def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> CnnExtractor:
+        """Fit PCA on the index images' embeddings; nothing about queries is recorded."""
+        if not self.params["pca"]:
+            return self
+        batches = [images] if isinstance(images, np.ndarray) else images
+        embeddings = np.concatenate([self._raw(check_image_batch(b))[0] for b in batches])
+        k = self.params["pca"]
+        if k > min(embeddings.shape):
+            raise CbirError(f"pca={k} exceeds what {embeddings.shape} embeddings can give")
+        centred = embeddings.astype(np.float64) - embeddings.mean(0)
+        eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+        self.pca_mean_ = embeddings.mean(0).astype(np.float32)
+        self.pca_components_ = eigenvectors[:, ::-1][:, :k].T.astype(np.float32)
+        return self
+
+    def _extract_batch(self, images: np.ndarray) -> np.ndarray:
+        """Query vectors: class fusion (when on) uses the predicted class."""
+        embeddings, logits = self._raw(images)
+        predicted = None if logits is None else logits.argmax(1)
+        return self._finish(embeddings, predicted)
+
+    def transform_index(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Index vectors: class fusion uses the TRUE labels (an unknown label, -1, falls back
+        to the predicted class). Without class fusion this equals `transform(images)`."""
+        images = check_image_batch(images)
+        labels = np.asarray(labels)
+        if len(labels) != len(images):
+            raise CbirError(f"{len(images)} images but {len(labels)} labels")
+        if not self.params["class_fusion"]:
+            return self.transform(images)
+        out = np.empty((len(images), self.dim), np.float32)
+        step = self.params["batch_size"] * 4
+        with progress_bar(len(images), "describe index") as bar:
+            for start in range(0, len(images), step):
+                embeddings, logits = self._raw(images[start : start + step])
+                known = labels[start : start + step].astype(np.int64)
+                classes = np.where(known >= 0, known, logits.argmax(1))
+                out[start : start + step] = self._finish(embeddings, classes)
+                bar.update(len(known))
+        return out
+
+    # --- steps ---------------------------------------------------------------------------------
+    def _raw(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        from cbir.features.cnn.inference import infer
+
+        self._load()
+        return infer(
+            self._reader, images, tta=self.params["tta"], batch_size=self.params["batch_size"],
+            bf16=self.params["bf16"], statistics=self.params["normalisation"],
+            size=self.params["image_size"],
+        )  # fmt: skip
+
+    def _finish(self, embeddings: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+        if self.params["pca"]:
+            if self.pca_components_ is None:
+                raise CbirError("extractor 'cnn' with pca > 0 must be fitted before transform")
+            embeddings = (embeddings - self.pca_mean_) @ self.pca_components_.T
+        vectors = _l2_normalise(embeddings)
+        if not self.params["class_fusion"]:
+            return vectors
+        weight = self.params["fusion_weight"]
+        onehot = np.zeros((len(vectors), self._classes), np.float32)
+        onehot[np.arange(len(vectors)), classes] = weight
+        return np.hstack([vectors, onehot]) / np.float32(np.sqrt(1.0 + weight**2))
+
+    # --- state ---------------------------------------------------------------------------------
+    def _save_state(self, folder: Path) -> None:
+        # The weights' checksum pins the network: a collection must not silently change meaning
+        # when the default weights are retrained.
+        state = {"weights_sha256": weights_checksum(self.params["weights"])}
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if self.pca_components_ is not None:
+            np.savez(folder / PCA_FILE, mean=self.pca_mean_, components=self.pca_components_)
+
+    def _load_state(self, folder: Path) -> None:
+        state_path = folder / STATE_FILE
+        if state_path.is_file():
+            expected = json.loads(state_path.read_text())["weights_sha256"]
+            if expected != weights_checksum(self.params["weights"]):
+                raise CbirError(
+                    f"the CNN weights changed since this collection was built ({folder}); "
+                    "re-index it or point weights= at the original model"
+                )
+        if (folder / PCA_FILE).is_file():
+            with np.load(folder / PCA_FILE, allow_pickle=False) as arrays:
+                self.pca_mean_, self.pca_components_ = arrays["mean"], arrays["components"]
+
+
+def weights_checksum(weights: str) -> str:
+    """sha256 over the model file, or over every file of a checkpoint folder."""
+    from cbir.features.cnn.models import DEFAULT_WEIGHTS
+
+    path = Path(weights).expanduser() if weights else DEFAULT_WEIGHTS
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        if file.suffix in (".safetensors", ".json", ".pt", ".pt2", ".ts"):
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,119 @@
+"""Loading a network for the `cnn` extractor, and reading embeddings from any of its layers.
+
+A model is one of:
+- a cbir checkpoint folder (`cbir train` output: config.json + model.safetensors);
+- a safetensors state dict plus an architecture name: one of ours (`airbench`, `lenet`,
+  `mlp`) or `torchvision:NAME` / `timm:NAME` when that package is installed;
+- a TorchScript file (`torch.jit.save`) or a `torch.export` program (`.pt2`).
+None of these unpickles arbitrary objects. The embedding is read from a named layer through a
+forward hook (as the reference read VGG-16's fc7), or from the model's own `embed` / output.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cbir.errors import CbirError
+from cbir.features.cnn.checkpoint import CONFIG_FILE, load_checkpoint
+from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
+
+# Takes a normalised NCHW batch, returns (embedding, logits or None).
+Reader = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def load_model(weights: str, arch: str = "", classes: int = 10) -> nn.Module:
+    """The network a `weights` path names (see the module docstring), in eval mode."""
+    path = Path(weights).expanduser() if weights else DEFAULT_WEIGHTS
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        return load_checkpoint(path)[0]
+    if not path.is_file():
+        raise CbirError(f"no model at {path}: give a `cbir train` folder or a model file")
+    if path.suffix == ".safetensors":
+        return _from_state_dict(path, arch, classes)
+    if path.suffix == ".pt2":
+        return torch.export.load(str(path)).module()
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except RuntimeError as error:
+        raise CbirError(
+            f"{path} is neither TorchScript nor torch.export; a state dict must be a "
+            ".safetensors file given with arch=NAME"
+        ) from error
+
+
+def _from_state_dict(path: Path, arch: str, classes: int) -> nn.Module:
+    from safetensors.torch import load_file
+
+    if not arch:
+        raise CbirError(f"{path} is a bare state dict: name its architecture with arch=NAME")
+    if arch in ARCHITECTURES:
+        model: nn.Module = build_network(arch, classes=classes)
+    elif arch.partition(":")[0] in ("torchvision", "timm"):
+        model = _zoo_model(arch)
+    else:
+        raise CbirError(
+            f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}, "
+            "torchvision:NAME or timm:NAME"
+        )
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as error:
+        raise CbirError(f"{path} does not fit arch {arch!r}: {error}") from error
+    return model.eval()
+
+
+def _zoo_model(arch: str) -> nn.Module:
+    package, _, name = arch.partition(":")
+    try:
+        module = importlib.import_module(package if package == "timm" else "torchvision.models")
+    except ImportError as error:
+        raise CbirError(f"arch {arch!r} needs {package}: pip install {package}") from error
+    if package == "timm":
+        return module.create_model(name, pretrained=False)
+    return module.get_model(name, weights=None)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_modules() if name]
+
+
+def make_reader(model: nn.Module, layer: str = "") -> Reader:
+    """(embedding, logits) of a batch: the named layer's output through a forward hook, or the
+    network's own embedding. Logits are None when the model has no classifier output we know."""
+    if not layer:
+        if isinstance(model, EmbeddingNet):
+            return model.forward_both
+        return lambda x: (_flat(model(x)), None)
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        shown = ", ".join(layer_names(model)[:40])
+        raise CbirError(f"model has no layer {layer!r}; its layers include: {shown}")
+    captured: list[torch.Tensor] = []
+    try:
+        modules[layer].register_forward_hook(lambda _m, _i, output: captured.append(output))
+    except RuntimeError as error:  # TorchScript modules take no hooks
+        raise CbirError(f"cannot hook layer {layer!r} of this model ({error})") from error
+
+    def read(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        captured.clear()
+        output = model(x)
+        if not captured:
+            raise CbirError(f"layer {layer!r} did not run in the forward pass")
+        logits = output if isinstance(model, EmbeddingNet) else None
+        return _flat(captured[-1]), logits
+
+    return read
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    """Feature maps (N, C, H, W) become (N, C) by global average pooling."""
+    if isinstance(tensor, tuple | list):
+        tensor = tensor[0]
+    return tensor.mean(dim=(2, 3)) if tensor.ndim == 4 else tensor.flatten(1)

@@ -1,0 +1,42 @@
+"""Tiny seeded datasets and a tiny trained checkpoint shared by the CNN tests (seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the CNN extractor needs torch (a core dependency)")
+
+TINY_AIRBENCH = {"widths": [8, 16, 16]}
+
+
+def colour_dataset(n: int, seed: int = 0, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is a colour plus noise: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    palette = rng.integers(30, 226, (classes, 3))
+    noise = rng.integers(-30, 31, (n, 32, 32, 3))
+    images = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> tuple[np.ndarray, np.ndarray]:
+    return colour_dataset(320)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
+    """A tiny airbench trained for 2 epochs on 320 images."""
+    from cbir.features.cnn.train import train
+    from cbir.features.cnn.train_config import TrainConfig
+
+    folder = tmp_path_factory.mktemp("tiny-cnn")
+    config = TrainConfig(
+        arch_options=TINY_AIRBENCH, epochs=2, batch_size=64, whiten_bias_epochs=1, tta=1
+    )
+    images, labels = tiny_data
+    train(images, labels, config, out_dir=folder, class_names=["a", "b", "c", "d"])
+    return folder

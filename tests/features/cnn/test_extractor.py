@@ -1,0 +1,124 @@
+"""The `cnn` extractor: unit vectors, PCA fitted on index images only, class fusion with true
+labels for the index and predicted labels for queries, save/load, weights pinned."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cbir.errors import CbirError
+from cbir.features import available, get_extractor, load_extractor
+
+from .conftest import colour_dataset
+
+
+@pytest.fixture
+def cnn(tiny_checkpoint: Path):
+    def make(**params):
+        return get_extractor("cnn", weights=str(tiny_checkpoint), **params)
+
+    return make
+
+
+def test_registered_lazily() -> None:
+    assert "cnn" in available()
+    params = get_extractor("cnn").params  # no model is loaded to list parameters
+    assert params["class_fusion"] is False and params["weights"] == ""
+
+
+def test_unit_embeddings_of_the_penultimate_layer(cnn, tiny_data) -> None:
+    extractor = cnn()
+    vectors = extractor.transform(tiny_data[0][:20])
+    assert vectors.shape == (20, 16) and extractor.dim == 16 and not extractor.needs_fit
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(extractor.transform_index(tiny_data[0][:20], tiny_data[1][:20]),
+                                  vectors)  # fmt: skip
+
+
+def test_flip_tta_is_mirror_invariant(cnn, tiny_data) -> None:
+    images = tiny_data[0][:8]
+    extractor = cnn(tta=1, bf16=False)
+    np.testing.assert_allclose(
+        extractor.transform(images), extractor.transform(images[:, :, ::-1].copy()), atol=1e-5
+    )
+
+
+def test_pca_is_fitted_on_index_images(cnn, tiny_data) -> None:
+    extractor = cnn(pca=4)
+    assert extractor.needs_fit
+    with pytest.raises(CbirError, match="fitted"):
+        extractor.transform(tiny_data[0][:2])
+    extractor.fit(tiny_data[0], tiny_data[1])
+    assert extractor.transform(tiny_data[0][:5]).shape == (5, 4) and extractor.dim == 4
+
+
+def test_class_fusion_uses_true_labels_for_index_and_predictions_for_queries(
+    cnn, tiny_data
+) -> None:
+    images = tiny_data[0][:30]
+    wrong = (tiny_data[1][:30] + 1) % 4
+    extractor = cnn(class_fusion=True, fusion_weight=2.0, bf16=False)
+    assert extractor.dim == 16 + 4
+    assert extractor.uses_index_labels and extractor.run_tag == "cnn+class_fusion"
+    assert not cnn().uses_index_labels and cnn().run_tag == "cnn"
+    index = extractor.transform_index(images, wrong)
+    np.testing.assert_array_equal(index[:, 16:].argmax(1), wrong)
+    np.testing.assert_allclose(np.linalg.norm(index, axis=1), 1.0, atol=1e-5)
+    queries = extractor.transform(images)
+    predicted = cnn(bf16=False).transform(images)  # same embedding part
+    np.testing.assert_allclose(queries[:, :16] * np.sqrt(5.0), predicted, atol=1e-5)
+    from cbir.features.cnn.inference import infer
+    from cbir.features.cnn.models import load_model
+
+    _, logits = infer(load_model(extractor.params["weights"]).forward_both, images, bf16=False)
+    np.testing.assert_array_equal(queries[:, 16:].argmax(1), logits.argmax(1))
+    unknown = extractor.transform_index(images, np.full(30, -1))
+    np.testing.assert_array_equal(unknown, queries)
+
+
+def test_class_fusion_ranks_the_predicted_class_first(cnn) -> None:
+    from cbir.index.embedded import ExactIndex
+
+    images, labels = colour_dataset(200, seed=1)
+    extractor = cnn(class_fusion=True)
+    index = ExactIndex(dim=extractor.dim, metric="cosine")
+    index.add([str(i) for i in range(200)], extractor.transform_index(images, labels))
+    queries, query_labels = colour_dataset(20, seed=1)
+    ids, _ = index.search(extractor.transform(queries), 10)
+    predicted = extractor.transform(queries)[:, -4:].argmax(1)
+    for row, found in enumerate(ids):
+        assert all(labels[int(i)] == predicted[row] for i in found)
+
+
+def test_save_load_round_trip_pins_the_weights(cnn, tiny_data, tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    shutil.copytree(cnn().params["weights"], weights, ignore=shutil.ignore_patterns("checkpoints"))
+    extractor = get_extractor("cnn", weights=str(weights), pca=3).fit(*tiny_data)
+    extractor.save(tmp_path / "saved")
+    loaded = load_extractor(tmp_path / "saved")
+    np.testing.assert_array_equal(
+        loaded.transform(tiny_data[0][:4]), extractor.transform(tiny_data[0][:4])
+    )
+    (weights / "model.safetensors").write_bytes(b"retrained")
+    with pytest.raises(CbirError, match="weights changed"):
+        load_extractor(tmp_path / "saved")
+
+
+def test_parameters_are_validated() -> None:
+    with pytest.raises(CbirError, match="normalisation"):
+        get_extractor("cnn", normalisation="sepia")
+    with pytest.raises(CbirError, match="tta"):
+        get_extractor("cnn", tta=3)
+
+
+def test_default_weights_are_committed() -> None:
+    from cbir.features.cnn.models import DEFAULT_WEIGHTS
+
+    if not (DEFAULT_WEIGHTS / "model.safetensors").is_file():
+        pytest.skip("default weights not trained yet (cbir train cifar10, see weights/README)")
+    extractor = get_extractor("cnn")
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    assert extractor.transform(images).shape == (3, 256)

@@ -1,0 +1,131 @@
+"""Indexing folders and datasets into collections: incremental, idempotent, robust."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cbir.collection import Collection
+from cbir.datasets import Dataset
+from cbir.errors import CbirError
+from cbir.features import get_extractor
+from cbir.pipeline import ContentPlan, index_dataset, index_folder, prefetched
+from tests.conftest import CLASS_COLOURS, noisy_image
+
+
+@pytest.fixture
+def collection(tmp_path):
+    created = Collection.create(tmp_path / "col", get_extractor("gch"))
+    yield created
+    created.close()
+
+
+def write_png(path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(noisy_image(np.random.default_rng(seed), (90, 90, 90))).save(path)
+
+
+def test_content_plan_rules():
+    plan = ContentPlan({"a.png": "1", "b.png": "2"})
+    assert plan.decide("a.png", "1") is None  # unchanged
+    assert plan.decide("c.png", "2") is None  # b's content under another name
+    assert plan.decide("a.png", "9") == "update"  # a's file changed
+    assert plan.decide("d.png", "9") is None  # ... and that content is now known
+    assert plan.decide("e.png", "5") == "add"
+    assert plan.decide("f.png", "5") is None  # the same file twice in one run
+
+
+def test_rerun_adds_nothing_and_small_batches_give_the_same_collection(
+    labelled_folder, collection, tmp_path
+):
+    first = index_folder(labelled_folder, collection, batch_size=5)
+    assert (first.added, first.skipped_known, first.failed) == (12, 0, [])
+    again = index_folder(labelled_folder, collection, batch_size=5)
+    assert (again.added, again.skipped_known) == (0, 12)
+    with Collection.create(tmp_path / "one-batch", get_extractor("gch")) as other:
+        index_folder(labelled_folder, other, batch_size=100)
+        assert other.checksums() == collection.checksums()
+        np.testing.assert_array_equal(
+            other.index.vectors[np.argsort(other.index.ids)],
+            collection.index.vectors[np.argsort(collection.index.ids)],
+        )
+
+
+def test_copies_are_one_entry_and_a_changed_file_is_an_update(tmp_path, collection):
+    folder = tmp_path / "photos"
+    for i in range(4):
+        write_png(folder / f"p{i}.png", seed=i)
+    (folder / "z-copy-of-p1.png").write_bytes((folder / "p1.png").read_bytes())
+    report = index_folder(folder, collection, batch_size=2)
+    assert (report.added, report.skipped_known) == (4, 1)
+    assert "z-copy-of-p1.png" not in collection.known_ids()
+    before = collection.get("p2.png").sha256
+    write_png(folder / "p2.png", seed=99)  # the user edited a photo
+    report = index_folder(folder, collection)
+    assert (report.added, report.updated, report.skipped_known) == (0, 1, 4)
+    assert collection.get("p2.png").sha256 != before and len(collection) == 4
+    query = np.asarray(Image.open(folder / "p2.png").convert("RGB"))[None]
+    assert collection.search_images(query, k=1)[0][0].id == "p2.png"
+
+
+def test_unreadable_files_are_counted_and_strict_stops_after_what_committed(
+    labelled_folder, collection
+):
+    (labelled_folder / "red" / "zz-broken.png").write_bytes(b"\x89PNG broken")
+    report = index_folder(labelled_folder, collection, batch_size=4)
+    assert report.added == 12 and len(report.failed) == 1
+    assert "zz-broken.png" in report.failed[0][0]
+    (labelled_folder / "blue" / "aa-broken.png").write_bytes(b"nope")
+    (labelled_folder / "green" / "new.png").write_bytes(
+        (labelled_folder / "red" / "red-0.png").read_bytes()
+    )
+    with pytest.raises(CbirError, match="aa-broken.png.*--strict"):
+        index_folder(labelled_folder, collection, batch_size=4, strict=True)
+    assert len(collection) == 12
+
+
+def test_dataset_images_are_stored_and_indexing_is_idempotent(collection):
+    rng = np.random.default_rng(0)
+    images = np.stack([noisy_image(rng, colour) for colour in CLASS_COLOURS.values()] * 3)
+    labels = np.arange(9) % 3
+    dataset = Dataset([f"d{i}" for i in range(9)], images, labels, list(CLASS_COLOURS))
+    report = index_dataset(dataset, collection, batch_size=4)
+    assert report.added == 9 and len(collection) == 9
+    again = index_dataset(dataset, collection, batch_size=4)
+    assert (again.added, again.skipped_known) == (0, 9)
+    stored = collection.image_bytes("d4")
+    assert stored.startswith(b"\x89PNG")
+    from io import BytesIO
+
+    np.testing.assert_array_equal(np.asarray(Image.open(BytesIO(stored))), images[4])
+    assert collection.stats()["labels"] == {"blue": 3, "green": 3, "red": 3}
+
+
+def test_prefetched_keeps_order_raises_where_the_error_was_and_stops_early():
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break
+    time.sleep(0.05)
+    assert len(produced) <= 8  # the producer stopped: it never ran far ahead
+    assert not any(t.name == "cbir-prefetch" for t in threading.enumerate())
