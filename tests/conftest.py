@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,19 @@ def real_data_dir() -> Path:
     if not REAL_DATA_DIR or not Path(REAL_DATA_DIR).exists():
         pytest.skip("CIFAR-10 not available: set CBIR_DATA_DIR (make test does it)")
     return Path(REAL_DATA_DIR)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge image: the classic decompression bomb."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )

@@ -1,6 +1,4 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -9,23 +7,7 @@ from PIL import Image
 from cbir.errors import ImageDecodeError
 from cbir.images import DecodeLimits, decode_image, decode_many, read_image_file
 
-from .conftest import encode
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge image: the classic decompression bomb."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
+from .conftest import encode, png_header_claiming
 
 
 def test_decodes_rgb_and_resizes():

@@ -10,8 +10,10 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -28,13 +30,21 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextmanager
+def atomic_writer(path: Path, mode: str = "wb", buffering: int = -1) -> Iterator[IO]:
+    """Stream into a temporary file beside `path`; on success fsync it and rename it over
+    `path`, on any error remove it and leave `path` as it was. Text modes write UTF-8 with
+    newline "\n"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    text = "b" not in mode
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(
+            fd, mode, buffering=buffering,
+            encoding="utf-8" if text else None, newline="\n" if text else None,
+        ) as handle:  # fmt: skip
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -42,6 +52,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_writer(path, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -4,35 +4,16 @@ app in process and against a real `cbir serve` over HTTP."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 
 from cbir.web.client import Client, multipart
+from tests.conftest import png_header_claiming
 from tests.web.helpers import gray_image, png
 
 SCRIPT = "<script>alert(1)</script>"
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A well-formed PNG whose header claims width x height pixels, with almost no data: a
-    decompression bomb's calling card."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def truncated_png() -> bytes:
@@ -64,7 +45,7 @@ CASES = [
     upload("garbage bytes", GARBAGE, 415),
     upload("empty file", b"", 400),
     upload("truncated PNG", truncated_png(), 422),
-    upload("40000x40000 PNG header", png_claiming(40000, 40000), 422),
+    upload("40000x40000 PNG header", png_header_claiming(40000, 40000), 422),
     upload("80 MB body", b"\x00" * (80 * 2**20), 413),
     upload("script in filename (garbage)", GARBAGE, 415, filename=f"{SCRIPT}.png"),
     upload(

@@ -10,17 +10,14 @@ and written as float32.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-from cbir.storage import atomic_write_text, fsync_dir
+from cbir.storage import atomic_write_text, atomic_writer
 
 # 9 significant digits round-trip any float32; trec_eval then parses the text into a double that
 # orders exactly as the float32 did (equal float32 -> identical text -> equal doubles).
@@ -144,7 +141,7 @@ def write_qrels(
             tails_by_label.setdefault(label, []).append(f" 0 {doc} 1\n")
 
     lines = 0
-    with _atomic_text_writer(Path(path)) as handle:
+    with atomic_writer(Path(path), "w", buffering=_WRITE_BUFFER) as handle:
         for qid, label in zip(query_ids, query_labels, strict=True):
             tails = None if _unlabelled(label) else tails_by_label.get(label)
             if tails:
@@ -245,23 +242,3 @@ def _insert(table: dict[str, dict[str, Any]], qid: str, docid: str, value: Any, 
     if docid in docs:
         raise ValueError(f"{where}: document {docid!r} repeats for query {qid!r}")
     docs[docid] = value
-
-
-@contextmanager
-def _atomic_text_writer(path: Path) -> Iterator[TextIO]:
-    """Stream text to a temporary file beside `path`; fsync and rename it over `path` on success.
-
-    The streaming counterpart of `cbir.storage.atomic_write_text`, for files too big to hold.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=_WRITE_BUFFER) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
