@@ -7,14 +7,16 @@ break ties itself must over-fetch and re-sort with `order_hits`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections import Counter
+from collections.abc import Container, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from cbir.errors import DimensionMismatchError
+from cbir.errors import CbirError, DimensionMismatchError
 
 METRICS = ("cosine", "ip")
+_SHOWN = 5  # ids quoted in an error message
 
 
 @runtime_checkable
@@ -60,3 +62,42 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 def order_hits(ids: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
     """trec_eval's order: score descending, then id descending."""
     return sorted(zip(ids, scores, strict=True), key=lambda hit: (hit[1], hit[0]), reverse=True)
+
+
+def check_ids(ids: Sequence[str]) -> list[str]:
+    """Ids as a list of non-empty strings without NUL (numpy string arrays drop trailing NULs)."""
+    if isinstance(ids, str | bytes):
+        raise CbirError("ids must be a sequence of strings, not a single string")
+    ids = list(ids)
+    bad = [id_ for id_ in ids if not isinstance(id_, str) or not id_ or "\x00" in id_]
+    if bad:
+        raise CbirError(f"ids must be non-empty strings without NUL characters; got {quote(bad)}")
+    return ids
+
+
+def check_new_entries(
+    ids: Sequence[str], vectors: np.ndarray, dim: int, present: Container[str]
+) -> tuple[list[str], np.ndarray]:
+    """What every backend's `add` checks before changing anything: valid ids, the right
+    dimension, one vector per id, and no id repeated or already `present` (nothing is added
+    when one check fails)."""
+    ids = check_ids(ids)
+    vectors = check_vectors(vectors, dim)
+    if len(ids) != len(vectors):
+        raise CbirError(f"got {len(ids)} ids for {len(vectors)} vectors; they must match")
+    repeated = [id_ for id_, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise CbirError(f"duplicate ids in one batch, nothing added: {quote(repeated)}")
+    already = [id_ for id_ in ids if id_ in present]
+    if already:
+        raise CbirError(
+            f"{len(already)} id(s) already in the index, nothing added: {quote(already)}; "
+            "delete them first to replace their vectors"
+        )
+    return ids, vectors
+
+
+def quote(items: Sequence[Any]) -> str:
+    """The first few items for an error message, and how many more there are."""
+    shown = ", ".join(repr(item) for item in items[:_SHOWN])
+    return shown + (f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")

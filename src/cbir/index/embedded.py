@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from cbir.errors import CbirError, CollectionError
-from cbir.index.base import METRICS, check_vectors, l2_normalise
+from cbir.index.base import (
+    METRICS,
+    check_ids,
+    check_new_entries,
+    check_vectors,
+    l2_normalise,
+    quote,
+)
 from cbir.storage import atomic_save_npy, atomic_write_json, load_npy
 
 VECTORS_FILE = "vectors.npy"
@@ -42,7 +49,6 @@ GROUP_SIZE = 8  # scores per group in `_candidates` (4..16 measured; 8 fastest)
 # this is as fast as one thread (the product already uses both cores); with a single-threaded
 # BLAS (OPENBLAS_NUM_THREADS=1) it is ~2x faster, and the fastest setting measured.
 THREADS = 2
-_SHOWN = 5  # ids quoted in an error message
 
 
 class ExactIndex:
@@ -115,19 +121,7 @@ class ExactIndex:
 
     # --- changes -----------------------------------------------------------------------------
     def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        ids = _check_ids(ids)
-        vectors = check_vectors(vectors, self.dim)
-        if len(ids) != len(vectors):
-            raise CbirError(f"got {len(ids)} ids for {len(vectors)} vectors; they must match")
-        repeated = [id_ for id_, n in Counter(ids).items() if n > 1]
-        if repeated:
-            raise CbirError(f"duplicate ids in one batch, nothing added: {_quote(repeated)}")
-        present = [id_ for id_ in ids if id_ in self._position]
-        if present:
-            raise CbirError(
-                f"{len(present)} id(s) already in the index, nothing added: {_quote(present)}; "
-                "delete them first to replace their vectors"
-            )
+        ids, vectors = check_new_entries(ids, vectors, self.dim, present=self._position)
         if self.metric == "cosine":
             vectors = l2_normalise(vectors)
         vectors = vectors + np.float32(0.0)  # -0.0 -> 0.0: equal vectors are equal bit for bit
@@ -140,7 +134,7 @@ class ExactIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove the given ids (unknown ones are ignored); returns how many were removed."""
-        doomed = {self._position[id_] for id_ in _check_ids(ids) if id_ in self._position}
+        doomed = {self._position[id_] for id_ in check_ids(ids) if id_ in self._position}
         if not doomed:
             return 0
         keep = np.ones(self._count, dtype=bool)
@@ -246,7 +240,7 @@ class ExactIndex:
         index._position = {id_: i for i, id_ in enumerate(index._ids)}
         if len(index._position) != len(index._ids):
             repeated = [id_ for id_, n in Counter(index._ids).items() if n > 1]
-            raise CollectionError(f"index in {folder} holds duplicate ids: {_quote(repeated)}")
+            raise CollectionError(f"index in {folder} holds duplicate ids: {quote(repeated)}")
         index._buffer = vectors
         index._count = len(vectors)
         index._id_array = ids
@@ -388,23 +382,8 @@ def _split(total: int, parts: int) -> list[slice]:
     ]
 
 
-def _check_ids(ids: Sequence[str]) -> list[str]:
-    if isinstance(ids, str | bytes):
-        raise CbirError("ids must be a sequence of strings, not a single string")
-    ids = list(ids)
-    bad = [id_ for id_ in ids if not isinstance(id_, str) or not id_ or "\x00" in id_]
-    if bad:
-        raise CbirError(f"ids must be non-empty strings without NUL characters; got {_quote(bad)}")
-    return ids
-
-
 def _as_unicode_array(ids: list[str]) -> np.ndarray:
     return np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1")
-
-
-def _quote(items: Sequence[Any]) -> str:
-    shown = ", ".join(repr(item) for item in items[:_SHOWN])
-    return shown + (f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:

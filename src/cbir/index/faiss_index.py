@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 from collections import Counter
@@ -41,10 +40,18 @@ import faiss
 import numpy as np
 
 from cbir.errors import CbirError, CollectionError
-from cbir.index.base import METRICS, check_vectors, l2_normalise, order_hits
-from cbir.index.embedded import _check_ids, _quote, top_k  # shared with ExactIndex
+from cbir.index.base import (
+    METRICS,
+    check_ids,
+    check_new_entries,
+    check_vectors,
+    l2_normalise,
+    order_hits,
+    quote,
+)
+from cbir.index.embedded import top_k  # shared with ExactIndex
 from cbir.index.spec import IndexSpec, format_search, parse_search, parse_spec, resolve
-from cbir.storage import atomic_save_npy, atomic_write_json, fsync_dir, load_npy
+from cbir.storage import atomic_save_npy, atomic_write_json, atomic_writer, load_npy
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +141,7 @@ class FaissIndex:
 
     # --- changes -----------------------------------------------------------------------------
     def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        ids = _check_ids(ids)
-        vectors = check_vectors(vectors, self.dim)
-        if len(ids) != len(vectors):
-            raise CbirError(f"got {len(ids)} ids for {len(vectors)} vectors; they must match")
-        repeated = [id_ for id_, n in Counter(ids).items() if n > 1]
-        if repeated:
-            raise CbirError(f"duplicate ids in one batch, nothing added: {_quote(repeated)}")
-        present = [id_ for id_ in ids if id_ in self._labels]
-        if present:
-            raise CbirError(
-                f"{len(present)} id(s) already in the index, nothing added: {_quote(present)}; "
-                "delete them first to replace their vectors"
-            )
+        ids, vectors = check_new_entries(ids, vectors, self.dim, present=self._labels)
         if not ids:
             return
         vectors = l2_normalise(vectors) if self.metric == "cosine" else vectors.copy()
@@ -168,7 +163,7 @@ class FaissIndex:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Tombstone the given ids (unknown ones are ignored); returns how many were removed."""
-        doomed = [self._labels.pop(id_) for id_ in dict.fromkeys(_check_ids(ids))
+        doomed = [self._labels.pop(id_) for id_ in dict.fromkeys(check_ids(ids))
                   if id_ in self._labels]  # fmt: skip
         for label in doomed:
             self._ids[label] = ""
@@ -427,7 +422,7 @@ class FaissIndex:
         if len(index._labels) != int(index._alive.sum()) or len(index) != meta["live"]:
             repeated = [id_ for id_, n in Counter(ids[index._alive].tolist()).items() if n > 1]
             raise CollectionError(
-                f"index in {folder} holds duplicate ids or a wrong count: {_quote(repeated)}"
+                f"index in {folder} holds duplicate ids or a wrong count: {quote(repeated)}"
             )
         index._id_array = ids
         if search is not None:
@@ -495,14 +490,10 @@ def _storage(index: faiss.Index) -> faiss.IndexFlat:
 
 
 def _write_faiss(index: faiss.Index, path: Path) -> None:
-    """faiss.write_index to a fresh name, made durable before index.json names it."""
-    faiss.write_index(index, str(path))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
+    """faiss.write_index streamed through an atomic, fsynced file: durable before index.json
+    names it, and never a full in-memory copy (1.3 GB for 1,000,000 x 256 HNSW)."""
+    with atomic_writer(path, "wb") as handle:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
