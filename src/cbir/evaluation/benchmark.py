@@ -118,8 +118,14 @@ def run_benchmark(
 
     with timer.section("extract_s"):
         fit_note = _fit(extractor, index_set, leave_one_out_queries, fitted_on)
-        index_vectors = describe(extractor, index_set.images, label="index")
-        if leave_one_out_queries:
+        # Class fusion: index vectors carry the TRUE class, queries only the predicted one, so
+        # leave-one-out queries must be described apart (else their own labels leak in).
+        fused = getattr(extractor, "uses_index_labels", False)
+        if fused:
+            index_vectors = extractor.transform_index(index_set.images, index_set.labels)
+        else:
+            index_vectors = describe(extractor, index_set.images, label="index")
+        if leave_one_out_queries and not fused:
             query_vectors = index_vectors
         else:
             query_vectors = describe(extractor, queries.images, label="queries")
@@ -147,7 +153,8 @@ def run_benchmark(
                 threshold=near_duplicate_threshold, query_ids=exclude,
             )  # fmt: skip
     with timer.section("write_s"):
-        write_run(out_dir / "run.txt", queries.ids, ranked_ids, scores, tag=extractor.name)
+        tag = getattr(extractor, "run_tag", extractor.name)  # e.g. cnn+class_fusion
+        write_run(out_dir / "run.txt", queries.ids, ranked_ids, scores, tag=tag)
         _write_per_query(out_dir / "per_query.tsv", queries, n_relevant, per_query, near)
         if near is not None:
             _write_near_duplicates(out_dir / "near_duplicates.tsv", queries, index_set, near)
