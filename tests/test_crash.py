@@ -92,9 +92,9 @@ def test_kill_9_at_random_moments_then_verify_and_resume(folder, tmp_path):
         process = start_index(folder, collection)
         if trial % 2:  # at a random moment of the run, start-up included
             time.sleep(rng.uniform(0.5 * created, duration))
-        else:  # at a random moment after a random number of images committed
-            wait_for_progress(process, collection, int(rng.integers(1, N_IMAGES)))
-            time.sleep(rng.uniform(0, 0.02))
+        else:  # right after a random number of images committed, several batches before the end
+            wait_for_progress(process, collection, int(rng.integers(1, N_IMAGES - 4 * BATCH)))
+            time.sleep(rng.uniform(0, 0.002))
         process.kill()  # SIGKILL: no handler, no cleanup
         process.wait(timeout=30)
         if (collection / MANIFEST).exists():
@@ -110,9 +110,11 @@ def test_kill_9_at_random_moments_then_verify_and_resume(folder, tmp_path):
             resumed = index_folder(folder, c, batch_size=BATCH)
         assert resumed.added == N_IMAGES - max(killed_at[-1], 0)
         assert_complete(collection)
-    mid_run = [n for n in killed_at if 0 < n < N_IMAGES]
     print(f"\nimages committed when killed: {killed_at}")
-    assert len(mid_run) >= TRIALS // 2, killed_at  # most kills landed while indexing
+    # The time-based kills (odd trials) land wherever the machine's load puts them; the
+    # progress-based ones (even trials) must have hit the run while it was indexing.
+    mid_run = [n for n in killed_at[::2] if 0 < n < N_IMAGES]
+    assert len(mid_run) >= TRIALS // 2 - 2, killed_at
 
 
 def test_readers_search_without_error_while_a_process_indexes_and_deletes(folder, tmp_path):

@@ -8,6 +8,7 @@ the reference exactly; random cosine data allow only float rounding between near
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +17,11 @@ import pytest
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import create_index
 from cbir.index.base import VectorIndex, l2_normalise, order_hits
+from tests.servers.live import (  # noqa: F401 (fixtures)
+    elasticsearch_url,
+    milvus_server_uri,
+    milvus_uri,
+)
 
 # (backend, settings). Milvus / Elasticsearch join here, behind their markers. The faiss
 # HNSW entry searches with ef=2000, more than any collection below holds (<= 500 vectors), so
@@ -30,13 +36,36 @@ BACKENDS = [
         ("faiss", {"index": "ivfpq:nlist=2,m=1,nbits=2", "search": "nprobe=2,k_factor=1000"}),
         id="faiss-ivfpq",
     ),
+    # live servers, started once per session (tests.servers.live); skipped when unobtainable
+    pytest.param(("elasticsearch", {"search": "exact"}), id="es-exact", marks=pytest.mark.server),
+    pytest.param(
+        ("elasticsearch", {"search": "knn", "num_candidates": 1000}),
+        id="es-knn",
+        marks=pytest.mark.server,
+    ),
+    pytest.param(("milvus", {"index": "FLAT"}), id="milvus-lite-flat", marks=pytest.mark.server),
+    pytest.param(
+        ("milvus-server", {"index": "HNSW", "ef": 1000}), id="milvus-hnsw", marks=pytest.mark.server
+    ),
 ]
+# backend -> (fixture giving its connection, the setting that takes it, the setting naming a
+# fresh per-test index or collection)
+SERVERS = {
+    "elasticsearch": ("elasticsearch_url", "url", "index_name"),
+    "milvus": ("milvus_uri", "uri", "collection"),
+    "milvus-server": ("milvus_server_uri", "uri", "collection"),
+}
 
 
 @pytest.fixture(params=BACKENDS)
 def make_index(request: pytest.FixtureRequest) -> Iterator:
     made: list[VectorIndex] = []
     name, settings = request.param
+    if name in SERVERS:
+        fixture, connection, fresh = SERVERS[name]
+        settings = {**settings, connection: request.getfixturevalue(fixture)}
+        settings[fresh] = f"contract_{uuid.uuid4().hex}"
+        name = name.removesuffix("-server")  # same backend, another connection
 
     def make(dim: int, metric: str = "cosine") -> VectorIndex:
         index = create_index(name, dim=dim, metric=metric, **settings)
@@ -45,6 +74,7 @@ def make_index(request: pytest.FixtureRequest) -> Iterator:
 
     yield make
     for index in made:
+        getattr(index, "drop", lambda: None)()  # server backends: remove the test's index
         index.close()
 
 

@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "cbir.commands.extractors",
     "cbir.commands.train",
     "cbir.commands.tune",
+    "cbir.commands.dev",
+    "cbir.commands.vocabulary",
+    "cbir.commands.classify_report",
 )
 
 

@@ -19,6 +19,8 @@ _BUILTIN_MODULES: dict[str, str] = {
     "gch": "cbir.features.color",
     "hog": "cbir.features.hog",
     "cnn": "cbir.features.cnn.extractor",  # needs torch
+    "bovw": "cbir.features.bovw",  # needs OpenCV and scikit-learn
+    "bovw-reference": "cbir.features.bovw",
 }
 _REGISTRY: dict[str, type[Extractor]] = {}
 

@@ -12,6 +12,8 @@ from cbir.index.base import VectorIndex
 _BACKENDS: dict[str, str] = {
     "embedded": "cbir.index.embedded:ExactIndex",
     "faiss": "cbir.index.faiss_index:FaissIndex",  # settings: index="auto|flat|hnsw:..", search=
+    "elasticsearch": "cbir.index.elasticsearch:ElasticsearchIndex",  # url=, index_name=, search=
+    "milvus": "cbir.index.milvus:MilvusIndex",  # uri=, collection=, index=
 }
 
 DEFAULT_BACKEND = "embedded"

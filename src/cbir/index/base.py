@@ -7,13 +7,15 @@ break ties itself must over-fetch and re-sort with `order_hits`.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Container, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from cbir.errors import CbirError, DimensionMismatchError
+from cbir.errors import CbirError, CollectionError, DimensionMismatchError
 
 METRICS = ("cosine", "ip")
 _SHOWN = 5  # ids quoted in an error message
@@ -101,3 +103,23 @@ def quote(items: Sequence[Any]) -> str:
     """The first few items for an error message, and how many more there are."""
     shown = ", ".join(repr(item) for item in items[:_SHOWN])
     return shown + (f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+
+
+def read_index_meta(folder: Path, name: str, expected: dict[str, type]) -> dict[str, Any]:
+    """A saved index's JSON description, with every `expected` field of the right type
+    (never a bool for an int); a clear CollectionError otherwise. Backends check the values."""
+    path = Path(folder) / name
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise CollectionError(f"no saved index in {folder}: {name} is missing") from error
+    except (OSError, ValueError) as error:
+        raise CollectionError(f"cannot read {path}: {error}") from error
+    if not isinstance(meta, dict) or any(
+        not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)
+        for key, kind in expected.items()
+    ):
+        raise CollectionError(f"{path} is malformed; expected fields {sorted(expected)}")
+    if meta.get("metric", METRICS[0]) not in METRICS:
+        raise CollectionError(f"{path} is malformed: unknown metric {meta['metric']!r}")
+    return meta

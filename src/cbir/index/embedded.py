@@ -12,7 +12,6 @@ and `load` checks that the three agree.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from cbir.index.base import (
     check_vectors,
     l2_normalise,
     quote,
+    read_index_meta,
 )
 from cbir.storage import atomic_save_npy, atomic_write_json, load_npy
 
@@ -387,24 +387,13 @@ def _as_unicode_array(ids: list[str]) -> np.ndarray:
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
+    meta = read_index_meta(folder, META_FILE, {"dim": int, "metric": str, "count": int})
     path = folder / META_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise CollectionError(f"no saved index in {folder}: {META_FILE} is missing") from error
-    except (OSError, ValueError) as error:
-        raise CollectionError(f"cannot read {path}: {error}") from error
-    expected = {"dim": int, "metric": str, "count": int}
-    if not isinstance(meta, dict) or any(
-        not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)
-        for key, kind in expected.items()
-    ):
-        raise CollectionError(f"{path} is malformed; it needs integer dim and count, a metric")
     if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise CollectionError(
             f"{path} has format version {meta['format_version']}; this cbir reads "
             f"version {FORMAT_VERSION}: upgrade cbir or rebuild the index"
         )
-    if meta["metric"] not in METRICS or meta["dim"] < 1 or meta["count"] < 0:
+    if meta["dim"] < 1 or meta["count"] < 0:
         raise CollectionError(f"{path} is malformed: {meta}")
     return meta

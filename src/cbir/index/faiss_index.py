@@ -27,7 +27,6 @@ reuses the faiss file instead of writing it again.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import secrets
@@ -48,6 +47,7 @@ from cbir.index.base import (
     l2_normalise,
     order_hits,
     quote,
+    read_index_meta,
 )
 from cbir.index.embedded import top_k  # shared with ExactIndex
 from cbir.index.spec import IndexSpec, format_search, parse_search, parse_spec, resolve
@@ -497,20 +497,10 @@ def _write_faiss(index: faiss.Index, path: Path) -> None:
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / META_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise CollectionError(f"no saved index in {folder}: {META_FILE} is missing") from error
-    except (OSError, ValueError) as error:
-        raise CollectionError(f"cannot read {path}: {error}") from error
     expected = {"format_version": int, "dim": int, "metric": str, "spec": str, "active": str,
                 "search": str, "count": int, "live": int, "files": dict}  # fmt: skip
-    if not isinstance(meta, dict) or any(
-        not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool)
-        for key, kind in expected.items()
-    ):
-        raise CollectionError(f"{path} is malformed; expected fields {sorted(expected)}")
+    meta = read_index_meta(folder, META_FILE, expected)
+    path = folder / META_FILE
     if meta["format_version"] > FORMAT_VERSION:
         raise CollectionError(
             f"{path} has format version {meta['format_version']}; this cbir reads up to "
@@ -520,6 +510,4 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     if not all(isinstance(files.get(key), str) and _FILE_NAME.fullmatch(files[key])
                for key in ("faiss", "ids")):  # fmt: skip
         raise CollectionError(f"{path} is malformed: bad file names {files!r}")
-    if meta["metric"] not in METRICS:
-        raise CollectionError(f"{path} is malformed: unknown metric {meta['metric']!r}")
     return meta

@@ -1,0 +1,237 @@
+"""The "elasticsearch" backend: vectors in an Elasticsearch 8.x index (official client).
+
+    ElasticsearchIndex(dim, metric="cosine", url=None, index_name="cbir", search="exact",
+                       num_candidates=100, shards=1, replicas=0, hnsw_m=16, ef_construction=100)
+
+`url` defaults to $CBIR_ELASTICSEARCH_URL, else http://127.0.0.1:9200. The index is created
+with the reference mapping (see `elasticsearch_requests`) when missing, and checked (dims,
+similarity) when present. `search="exact"` ranks with script_score over every document;
+`search="knn"` uses the approximate top-level `knn` search (HNSW, `num_candidates` per
+shard). Either way the server proposes candidates with their stored vectors and the scores
+are recomputed here (`cbir.index.remote`), so results follow the VectorIndex order exactly.
+Adds and deletes refresh the index, so a search right after sees them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from cbir.errors import CbirError, DimensionMismatchError
+from cbir.index import elasticsearch_requests as req
+from cbir.index.base import METRICS, check_ids, check_new_entries, quote
+from cbir.index.remote import as_results, check_k, fetch_size, prepare, rescore
+
+DEFAULT_URL = "http://127.0.0.1:9200"
+SEARCH_MODES = ("exact", "knn")
+BULK_CHUNK = 500  # documents per bulk request
+MSEARCH_CHUNK = 64  # queries per msearch request
+
+
+class ElasticsearchIndex:
+    """VectorIndex over an Elasticsearch index; exact (script_score) or approximate (knn)."""
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        url: str | None = None,
+        index_name: str = "cbir",
+        search: str = "exact",
+        num_candidates: int = 100,
+        shards: int = 1,
+        replicas: int = 0,
+        hnsw_m: int = 16,
+        ef_construction: int = 100,
+        timeout: float = 30.0,
+    ) -> None:
+        import elasticsearch  # optional dependency, imported when the backend is used
+
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
+            raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
+        if dim > req.MAX_DIMS:
+            raise DimensionMismatchError(
+                f"Elasticsearch indexes at most {req.MAX_DIMS}-d vectors; this index needs {dim}"
+            )
+        if metric not in METRICS:
+            raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+        if search not in SEARCH_MODES:
+            raise CbirError(f"unknown search {search!r}; choose one of: {', '.join(SEARCH_MODES)}")
+        self.dim = int(dim)
+        self.metric = metric
+        self.index_name = index_name
+        self.search_mode = search
+        self.num_candidates = int(num_candidates)
+        self.url = url or os.environ.get("CBIR_ELASTICSEARCH_URL") or DEFAULT_URL
+        self._errors = elasticsearch
+        self._client = elasticsearch.Elasticsearch(self.url, request_timeout=timeout)
+        self._call(
+            self._ensure_index,
+            req.index_body(self.dim, metric, shards, replicas, hnsw_m, ef_construction),
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call, turning transport and API failures into clear CbirErrors."""
+        errors = self._errors
+        try:
+            return function(*args, **kwargs)
+        except errors.ConnectionError as error:
+            raise CbirError(f"Elasticsearch is not reachable at {self.url}: {error}") from error
+        except errors.NotFoundError as error:
+            raise CbirError(
+                f"Elasticsearch index {self.index_name!r} is missing at {self.url}"
+            ) from error
+        except errors.ApiError as error:
+            raise CbirError(f"Elasticsearch refused the request: {error}") from error
+
+    def _ensure_index(self, body: dict[str, Any]) -> None:
+        indices = self._client.indices
+        if not indices.exists(index=self.index_name):
+            try:
+                indices.create(index=self.index_name, **body)
+                return
+            except self._errors.BadRequestError as error:
+                if error.error != "resource_already_exists_exception":
+                    raise
+        mapped = req.mapped_vector(indices.get_mapping(index=self.index_name), self.index_name)
+        similarity = body["mappings"]["properties"]["features"]["similarity"]
+        if mapped is None or mapped != (self.dim, similarity):
+            raise DimensionMismatchError(
+                f"Elasticsearch index {self.index_name!r} holds {mapped} vectors (dims, "
+                f"similarity); this index needs ({self.dim}, {similarity!r})"
+            )
+
+    # --- VectorIndex -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._call(self._client.count, index=self.index_name)["count"])
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        too_long = [id_ for id_ in check_ids(ids) if len(id_.encode()) > req.MAX_ID_BYTES]
+        if too_long:
+            raise CbirError(
+                f"Elasticsearch ids are at most {req.MAX_ID_BYTES} bytes: {quote(too_long)}"
+            )
+        present = set(self._present(check_ids(ids)))
+        ids, vectors = check_new_entries(ids, vectors, self.dim, present)
+        vectors = prepare(vectors, self.dim, self.metric)
+        failed = self._bulk(req.index_actions(self.index_name, ids, vectors))
+        if failed:
+            # all or nothing, as in every backend: take back the documents that did go in
+            self._bulk(req.delete_actions(self.index_name, [i for i in ids if i not in failed]))
+            lines = [f"{id_}: {reason}" for id_, reason in failed.items()]
+            raise CbirError(
+                f"Elasticsearch refused {len(failed)} of {len(ids)} documents, nothing added: "
+                f"{quote(lines)}"
+            )
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the given ids (unknown ones are ignored); returns how many were removed."""
+        ids = list(dict.fromkeys(check_ids(ids)))
+        if not ids:
+            return 0
+        deleted = 0
+
+        def count(item: dict[str, Any]) -> None:
+            nonlocal deleted
+            deleted += item["delete"].get("result") == "deleted"
+
+        # an unknown id comes back "not_found", without an error: ignored, as promised
+        failed = self._bulk(req.delete_actions(self.index_name, ids), on_item=count)
+        if failed:
+            lines = [f"{id_}: {reason}" for id_, reason in failed.items()]
+            raise CbirError(f"Elasticsearch could not delete {len(failed)}: {quote(lines)}")
+        return deleted
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
+        k = check_k(k)
+        queries = prepare(queries, self.dim, self.metric, what="queries")
+        rows: list[tuple[list[str], list[float]] | None] = [None] * len(queries)
+        size = fetch_size(k)
+        if size > req.MAX_RESULT_WINDOW:
+            raise CbirError(
+                f"k={k} is too large: this backend returns at most {req.MAX_RESULT_WINDOW:,} hits"
+            )
+        pending = list(range(len(queries)))
+        while pending:  # fetch again, twice as many, for queries whose boundary was unsure
+            for i, (ids, vectors) in zip(pending, self._fetch(queries[pending], size), strict=True):
+                # fewer hits than asked for: the server holds no more (no count request needed);
+                # a zero query ties everything at 0, and the server's id order is then exact
+                complete = len(ids) < size or size >= req.MAX_RESULT_WINDOW or not queries[i].any()
+                rows[i] = rescore(queries[i], ids, vectors, k, complete)
+            pending = [i for i in pending if rows[i] is None]
+            size = min(size * 2, req.MAX_RESULT_WINDOW)
+        return as_results(rows)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def drop(self) -> None:
+        """Delete the whole Elasticsearch index (tests, `cbir` collection removal)."""
+        self._call(self._client.indices.delete, index=self.index_name, ignore_unavailable=True)
+
+    # --- requests ----------------------------------------------------------------------------
+    def _present(self, ids: list[str]) -> list[str]:
+        present: list[str] = []
+        for start in range(0, len(ids), req.MAX_RESULT_WINDOW):
+            chunk = ids[start : start + req.MAX_RESULT_WINDOW]
+            response = self._call(
+                self._client.search,
+                index=self.index_name,
+                query={"ids": {"values": chunk}},
+                size=len(chunk),
+                source=False,
+            )
+            present.extend(hit["_id"] for hit in response["hits"]["hits"])
+        return present
+
+    def _bulk(self, actions: list[dict[str, Any]], on_item: Any = None) -> dict[str, str]:
+        """Send actions in chunks, refreshing, so that searches see them; id -> error reason
+        for each document that failed."""
+        from elasticsearch import helpers
+
+        failed: dict[str, str] = {}
+        results = helpers.streaming_bulk(
+            self._client,
+            actions,
+            chunk_size=BULK_CHUNK,
+            raise_on_error=False,
+            raise_on_exception=False,
+            refresh=True,
+        )
+        for ok, item in self._call(list, results):
+            if on_item is not None:
+                on_item(item)
+            if not ok:
+                failed.update(req.bulk_errors([item]))
+        return failed
+
+    def _fetch(self, queries: np.ndarray, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        for start in range(0, len(queries), MSEARCH_CHUNK):
+            searches: list[dict[str, Any]] = []
+            for query in queries[start : start + MSEARCH_CHUNK]:
+                body = (
+                    req.knn_search(query, self.metric, size, self.num_candidates)
+                    if self.search_mode == "knn"
+                    else req.exact_search(query, self.metric, size)
+                )
+                searches.extend([{"index": self.index_name}, body])
+            response = self._call(self._client.msearch, searches=searches)
+            for result in response["responses"]:
+                error = result.get("error")
+                if error:
+                    if error.get("type") == "index_not_found_exception":
+                        raise CbirError(
+                            f"Elasticsearch index {self.index_name!r} is missing at {self.url}"
+                        )
+                    raise CbirError(f"Elasticsearch search failed: {error.get('reason', error)}")
+                yield req.parse_hits(result, self.dim)
+
+    def __repr__(self) -> str:
+        return (
+            f"ElasticsearchIndex(dim={self.dim}, metric={self.metric!r}, url={self.url!r}, "
+            f"index_name={self.index_name!r}, search={self.search_mode!r})"
+        )

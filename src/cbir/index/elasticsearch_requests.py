@@ -1,0 +1,150 @@
+"""Elasticsearch request bodies and response parsing, as pure functions (no client, no I/O).
+
+The reference mapping: id, filename, path, label (keywords) and `features`, an indexed
+dense_vector. Cosine collections use `similarity: cosine` and the reference exact query,
+`cosineSimilarity(params.query_vector, 'features') + 1.0` (script scores must not be
+negative); inner-product collections use `max_inner_product` and a positive, monotone map of
+`dotProduct`. Exact searches sort by score, then by `id` descending (keyword order is byte
+order, strcmp's), which is the VectorIndex order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+MAX_DIMS = 4096  # Elasticsearch 8.12's limit for an indexed dense_vector
+MAX_RESULT_WINDOW = 10_000  # the default index.max_result_window
+MAX_NUM_CANDIDATES = 10_000  # Elasticsearch 8.12 refuses more knn candidates
+MAX_ID_BYTES = 512  # longer document ids fail the whole bulk request, so they are checked first
+
+COSINE_SCRIPT = (
+    # zero vectors cannot be indexed with cosine similarity: such documents carry no
+    # `features` and score 0, as they do in every other backend
+    "doc['features'].size() == 0 ? 1.0 : cosineSimilarity(params.query_vector, 'features') + 1.0"
+)
+IP_SCRIPT = (  # inner products may be negative: a positive map that keeps their order
+    "double d = dotProduct(params.query_vector, 'features'); "
+    "return d >= 0 ? d + 1.0 : 1.0 / (1.0 - d);"
+)
+CONSTANT_SCRIPT = "1.0"  # a zero query under cosine: every document scores 0
+
+
+def index_body(
+    dim: int, metric: str, shards: int, replicas: int, hnsw_m: int, ef_construction: int
+) -> dict[str, Any]:
+    keyword = {"type": "keyword"}
+    return {
+        "settings": {"number_of_shards": shards, "number_of_replicas": replicas},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "id": keyword,
+                "filename": keyword,
+                "path": keyword,
+                "label": keyword,
+                "features": {
+                    "type": "dense_vector",
+                    "dims": dim,
+                    "index": True,
+                    "similarity": "cosine" if metric == "cosine" else "max_inner_product",
+                    "index_options": {
+                        "type": "hnsw",
+                        "m": hnsw_m,
+                        "ef_construction": ef_construction,
+                    },
+                },
+            },
+        },
+    }
+
+
+def mapped_vector(mapping_response: dict[str, Any], index: str) -> tuple[int, str] | None:
+    """(dims, similarity) of `features` from a get_mapping response; None when absent."""
+    try:
+        field = mapping_response[index]["mappings"]["properties"]["features"]
+    except (KeyError, TypeError):
+        return None
+    return int(field["dims"]), str(field.get("similarity", ""))
+
+
+def index_actions(index: str, ids: Sequence[str], vectors: np.ndarray) -> list[dict[str, Any]]:
+    """Bulk `create` actions (an existing id fails rather than being overwritten)."""
+    actions = []
+    for id_, vector in zip(ids, vectors, strict=True):
+        source: dict[str, Any] = {"id": id_}
+        if vector.any():
+            source["features"] = vector.tolist()  # float32 -> shortest repr: exact round trip
+        actions.append({"_op_type": "create", "_index": index, "_id": id_, "_source": source})
+    return actions
+
+
+def delete_actions(index: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"_op_type": "delete", "_index": index, "_id": id_} for id_ in ids]
+
+
+def exact_search(query: np.ndarray, metric: str, size: int) -> dict[str, Any]:
+    if metric == "cosine":
+        source = COSINE_SCRIPT if query.any() else CONSTANT_SCRIPT
+    else:
+        source = IP_SCRIPT
+    return {
+        "size": size,
+        "query": {
+            "script_score": {
+                "query": {"match_all": {}},
+                "script": {"source": source, "params": {"query_vector": query.tolist()}},
+            }
+        },
+        "sort": [{"_score": "desc"}, {"id": "desc"}],
+        "_source": ["id", "features"],
+        "track_total_hits": False,
+    }
+
+
+def knn_search(query: np.ndarray, metric: str, size: int, num_candidates: int) -> dict[str, Any]:
+    """Approximate top-level knn. Zero vectors are not in the HNSW graph under cosine, so
+    they join through a query scoring them 0.5, which is what knn scores a cosine of 0."""
+    if metric == "cosine" and not query.any():
+        return exact_search(query, metric, size)  # knn refuses a zero query vector
+    zero_docs = {"bool": {"must_not": {"exists": {"field": "features"}}}}
+    extra = {"query": {"constant_score": {"filter": zero_docs, "boost": 0.5}}}
+    return {
+        **(extra if metric == "cosine" else {}),
+        "size": size,
+        "knn": {
+            "field": "features",
+            "query_vector": query.tolist(),
+            "k": size,
+            "num_candidates": min(max(num_candidates, size), MAX_NUM_CANDIDATES),
+        },
+        "_source": ["id", "features"],
+    }
+
+
+def parse_hits(response: dict[str, Any], dim: int) -> tuple[list[str], np.ndarray]:
+    """(ids, float32 vectors (n, dim)) of a search response; documents without `features`
+    (zero vectors) get zeros."""
+    hits = response["hits"]["hits"]
+    vectors = np.zeros((len(hits), dim), dtype=np.float32)
+    ids = []
+    for row, hit in enumerate(hits):
+        source = hit["_source"]
+        ids.append(source["id"])
+        if "features" in source:
+            vectors[row] = source["features"]
+    return ids, vectors
+
+
+def bulk_errors(items: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """id -> reason (shortened), for each failed bulk item."""
+    failed = {}
+    for item in items:
+        (result,) = item.values()
+        error = result.get("error")
+        if error:
+            reason = error.get("reason", error) if isinstance(error, dict) else error
+            failed[str(result.get("_id"))] = str(reason)[:200]
+    return failed

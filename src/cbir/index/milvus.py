@@ -1,0 +1,221 @@
+"""The "milvus" backend: vectors in a Milvus collection, through pymilvus's MilvusClient.
+
+    MilvusIndex(dim, metric="cosine", uri=None, collection="cbir", index="FLAT",
+                nlist=128, nprobe=16, M=16, ef_construction=200, ef=128)
+
+The same code serves Milvus Lite (`uri` a local `.db` file, no server) and a Milvus server
+(`uri` http://host:19530). `uri` defaults to $CBIR_MILVUS_URI, else `milvus.db` in the
+working folder. Collections have string primary keys and store vectors prepared as the
+embedded backend stores them (unit length for cosine), searched by inner product (IP), so
+zero vectors need no special case. Milvus proposes candidates with their vectors; scores are
+recomputed and ordered here (`cbir.index.remote`), so results follow the VectorIndex order.
+Strong consistency: a search right after an add or delete sees it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cbir.errors import CbirError, DimensionMismatchError
+from cbir.index.base import METRICS, check_ids, check_new_entries, quote
+from cbir.index.remote import as_results, check_k, fetch_size, prepare, rescore
+
+DEFAULT_URI = "milvus.db"
+INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
+MAX_DIM = 32_768  # Milvus's limit for a float vector field
+MAX_LIMIT = 16_384  # Milvus's largest top-k
+MAX_ID_LENGTH = 512
+INSERT_CHUNK = 2_000
+QUERY_CHUNK = 1_000  # ids per `get`
+SEARCH_CHUNK = 256  # queries per search request (responses carry every candidate's vector)
+
+
+class MilvusIndex:
+    """VectorIndex over a Milvus (or Milvus Lite) collection."""
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        uri: str | None = None,
+        collection: str = "cbir",
+        index: str = "FLAT",
+        nlist: int = 128,
+        nprobe: int = 16,
+        M: int = 16,  # noqa: N803 (Milvus's name)
+        ef_construction: int = 200,
+        ef: int = 128,
+        timeout: float = 30.0,
+    ) -> None:
+        import pymilvus  # optional dependency, imported when the backend is used
+
+        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
+            raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
+        if dim > MAX_DIM:
+            raise DimensionMismatchError(f"Milvus holds at most {MAX_DIM}-d vectors, not {dim}")
+        if metric not in METRICS:
+            raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+        if index not in INDEX_TYPES:
+            raise CbirError(f"unknown Milvus index {index!r}; choose one of: {INDEX_TYPES}")
+        self.dim = int(dim)
+        self.metric = metric
+        self.uri = uri or os.environ.get("CBIR_MILVUS_URI") or DEFAULT_URI
+        self.collection = collection
+        self.index_type = index
+        self._timeout = timeout
+        self._errors = pymilvus
+        build = {"IVF_FLAT": {"nlist": nlist}, "HNSW": {"M": M, "efConstruction": ef_construction}}
+        self._search_params = {
+            "metric_type": "IP",
+            "params": {"IVF_FLAT": {"nprobe": nprobe}, "HNSW": {"ef": ef}}.get(index, {}),
+        }
+        self._client = self._call(pymilvus.MilvusClient, self.uri, timeout=timeout)
+        self._call(self._ensure_collection, build.get(index, {}))
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except self._errors.MilvusException as error:
+            raise CbirError(f"Milvus at {self.uri} failed: {error}") from error
+
+    def _ensure_collection(self, build_params: dict[str, Any]) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        client = self._client
+        if client.has_collection(self.collection):
+            fields = client.describe_collection(self.collection)["fields"]
+            dims = [f.get("params", {}).get("dim") for f in fields if f["name"] == "vector"]
+            if [int(d) for d in dims if d is not None] != [self.dim]:
+                raise DimensionMismatchError(
+                    f"Milvus collection {self.collection!r} holds {dims} vectors; "
+                    f"this index needs {self.dim}-d"
+                )
+            client.load_collection(self.collection)
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        index_params = MilvusClient.prepare_index_params()
+        index_params.add_index(
+            field_name="vector",
+            index_type=self.index_type,
+            metric_type="IP",
+            params=build_params,
+        )
+        client.create_collection(
+            self.collection,
+            schema=schema,
+            index_params=index_params,
+            consistency_level="Strong",
+            timeout=self._timeout,
+        )
+
+    # --- VectorIndex -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        rows = self._call(
+            self._client.query, self.collection, filter="", output_fields=["count(*)"]
+        )
+        return int(rows[0]["count(*)"])
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        too_long = [id_ for id_ in check_ids(ids) if len(id_.encode()) > MAX_ID_LENGTH]
+        if too_long:
+            raise CbirError(f"Milvus ids are at most {MAX_ID_LENGTH} bytes: {quote(too_long)}")
+        present = set(self._present(check_ids(ids)))
+        ids, vectors = check_new_entries(ids, vectors, self.dim, present)
+        vectors = prepare(vectors, self.dim, self.metric)
+        for start in range(0, len(ids), INSERT_CHUNK):
+            rows = [
+                {"id": id_, "vector": vector}
+                for id_, vector in zip(
+                    ids[start : start + INSERT_CHUNK],
+                    vectors[start : start + INSERT_CHUNK].tolist(),
+                    strict=True,
+                )
+            ]
+            self._call(self._client.insert, self.collection, rows, timeout=self._timeout)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the given ids (unknown ones are ignored); returns how many were removed."""
+        # Milvus's delete count is the number of ids asked for, so count what exists first
+        present = self._present(list(dict.fromkeys(check_ids(ids))))
+        for start in range(0, len(present), QUERY_CHUNK):
+            chunk = present[start : start + QUERY_CHUNK]
+            self._call(self._client.delete, self.collection, ids=chunk, timeout=self._timeout)
+        return len(present)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
+        k = check_k(k)
+        queries = prepare(queries, self.dim, self.metric, what="queries")
+        rows: list[tuple[list[str], list[float]] | None] = [None] * len(queries)
+        size = fetch_size(k)
+        if size > MAX_LIMIT:
+            raise CbirError(f"k={k} is too large: this backend returns at most {MAX_LIMIT:,} hits")
+        pending = list(range(len(queries)))
+        while pending:  # fetch again, twice as many, for queries whose boundary was unsure
+            for i, (ids, vectors) in zip(pending, self._fetch(queries[pending], size), strict=True):
+                # fewer hits than asked for: the server holds no more (no count request needed)
+                complete = len(ids) < size or size >= MAX_LIMIT
+                rows[i] = rescore(queries[i], ids, vectors, k, complete)
+            pending = [i for i in pending if rows[i] is None]
+            size = min(size * 2, MAX_LIMIT)
+        return as_results(rows)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def drop(self) -> None:
+        """Drop the whole Milvus collection."""
+        self._call(self._client.drop_collection, self.collection)
+
+    # --- requests ----------------------------------------------------------------------------
+    def _present(self, ids: list[str]) -> list[str]:
+        present: list[str] = []
+        for start in range(0, len(ids), QUERY_CHUNK):
+            rows = self._call(
+                self._client.get,
+                self.collection,
+                ids=ids[start : start + QUERY_CHUNK],
+                output_fields=["id"],
+                timeout=self._timeout,
+            )
+            present.extend(row["id"] for row in rows)
+        return present
+
+    def _fetch(self, queries: np.ndarray, size: int) -> list[tuple[list[str], np.ndarray]]:
+        results = []
+        for start in range(0, len(queries), SEARCH_CHUNK):
+            results += self._call(
+                self._client.search,
+                self.collection,
+                data=queries[start : start + SEARCH_CHUNK].tolist(),
+                limit=size,
+                output_fields=["vector"],
+                search_params=self._params_for(size),
+                timeout=self._timeout,
+            )
+        fetched = []
+        for hits in results:
+            ids = [hit["id"] for hit in hits]
+            vectors = np.array([hit["entity"]["vector"] for hit in hits], dtype=np.float32).reshape(
+                len(hits), self.dim
+            )
+            fetched.append((ids, vectors))
+        return fetched
+
+    def _params_for(self, limit: int) -> dict[str, Any]:
+        params = dict(self._search_params["params"])
+        if "ef" in params:  # Milvus refuses an HNSW search whose ef is below its limit
+            params["ef"] = max(params["ef"], limit)
+        return {**self._search_params, "params": params}
+
+    def __repr__(self) -> str:
+        return (
+            f"MilvusIndex(dim={self.dim}, metric={self.metric!r}, uri={self.uri!r}, "
+            f"collection={self.collection!r}, index={self.index_type!r})"
+        )

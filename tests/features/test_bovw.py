@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from cbir.errors import CbirError
+from cbir.features import get_extractor, load_extractor
+
+FAST_REFERENCE = {
+    "vocabulary_size": 8,
+    "kmeans_n_init": 1,
+    "kmeans_max_iter": 20,
+    "max_iter": 300,
+    "threads": 1,
+}
+FAST_BOVW = {"vocabulary_size": 8, "vocabulary_images": 30, "max_iter": 200, "threads": 1}
+
+
+def _striped(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three easy classes: horizontal stripes, vertical stripes, a checkerboard, plus noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32]
+    patterns = [(y // 4) % 2, (x // 4) % 2, ((y // 4) + (x // 4)) % 2]
+    images, labels = [], []
+    for label, pattern in enumerate(patterns):
+        for _ in range(n_per_class):
+            noisy = pattern * 180 + rng.integers(0, 60, (32, 32))
+            images.append(np.repeat(noisy[..., None], 3, axis=2))
+            labels.append(label)
+    return np.asarray(images, np.uint8), np.asarray(labels)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("bovw-reference", FAST_REFERENCE),
+        ("bovw", FAST_BOVW),
+        ("bovw", {**FAST_BOVW, "descriptor": "rootsift", "stride": 8}),
+    ],
+)
+def test_class_fusion_uses_true_labels_for_index_and_predictions_for_queries(
+    name, params, tmp_path
+):
+    images, labels = _striped()
+    extractor = get_extractor(name, classes=3, **params).fit(images, labels)
+    assert extractor.needs_fit and extractor.uses_index_labels
+    assert (extractor.predict(images) == labels).mean() > 0.9
+    wrong = (labels + 1) % 3
+    index = extractor.transform_index(images, wrong)
+    queries = extractor.transform(images)
+    assert index.shape == queries.shape == (len(images), extractor.dim)
+    onehot = slice(extractor.feature_dim, extractor.dim)
+    np.testing.assert_array_equal(index[:, onehot].argmax(1), wrong)  # the given labels
+    np.testing.assert_array_equal(queries[:, onehot].argmax(1), extractor.predict(images))
+    np.testing.assert_allclose(
+        index[:, : extractor.feature_dim], queries[:, : extractor.feature_dim]
+    )
+
+    extractor.save(tmp_path)
+    np.testing.assert_array_equal(load_extractor(tmp_path).transform(images), queries)
+
+
+def test_reference_dims_and_blank_images():
+    images, labels = _striped()
+    extractor = get_extractor("bovw-reference", classes=3, **FAST_REFERENCE)
+    assert extractor.dim == 324 + 8 + 3  # HOG + words + one-hot, 734 with the defaults
+    assert get_extractor("bovw-reference").dim == 734
+    extractor.fit(images, labels)
+    blank = np.full((2, 32, 32, 3), 128, np.uint8)
+    vectors = extractor.transform(blank)
+    assert not vectors[:, 324 : 324 + 8].any()  # no keypoint: all-zero word counts
+
+
+def test_class_fusion_needs_every_label():
+    images, labels = _striped()
+    with pytest.raises(CbirError, match="label"):
+        get_extractor("bovw", classes=3, **FAST_BOVW).fit(images, labels[:-1])
+    with pytest.raises(CbirError, match="fitted"):
+        get_extractor("bovw", classes=3, **FAST_BOVW).transform(images)
+
+
+def test_one_class_is_a_clear_error():
+    images, labels = _striped()
+    with pytest.raises(CbirError, match="every class"):
+        get_extractor("bovw", classes=3, **FAST_BOVW).fit(images[:20], labels[:20])

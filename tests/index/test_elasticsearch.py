@@ -1,0 +1,135 @@
+"""Elasticsearch backend: request bodies (pure), and behaviour the contract suite does not
+cover, against a live server (tests.servers.live starts one; skipped, with the reason, when
+it cannot be obtained)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from cbir.errors import CbirError, DimensionMismatchError
+from cbir.index import create_index
+from cbir.index import elasticsearch_requests as req
+from cbir.servers import free_port
+from tests.servers.live import elasticsearch_url  # noqa: F401 (fixture)
+
+
+# --- pure request building -------------------------------------------------------------------
+def test_reference_mapping_and_settings() -> None:
+    body = req.index_body(64, "cosine", shards=2, replicas=1, hnsw_m=24, ef_construction=80)
+    assert body["settings"] == {"number_of_shards": 2, "number_of_replicas": 1}
+    properties = body["mappings"]["properties"]
+    assert {"id", "filename", "path", "label", "features"} <= set(properties)
+    features = properties["features"]
+    assert features["dims"] == 64 and features["index"] is True
+    assert features["similarity"] == "cosine"
+    assert features["index_options"] == {"type": "hnsw", "m": 24, "ef_construction": 80}
+    ip = req.index_body(8, "ip", 1, 0, 16, 100)["mappings"]["properties"]["features"]
+    assert ip["similarity"] == "max_inner_product"
+
+
+def test_exact_query_is_the_reference_script_sorted_by_score_then_id() -> None:
+    body = req.exact_search(np.array([1.0, 0.0], np.float32), "cosine", 10)
+    script = body["query"]["script_score"]["script"]
+    assert "cosineSimilarity(params.query_vector, 'features') + 1.0" in script["source"]
+    assert script["params"]["query_vector"] == [1.0, 0.0]
+    assert body["sort"] == [{"_score": "desc"}, {"id": "desc"}]
+    zero = req.exact_search(np.zeros(2, np.float32), "cosine", 10)
+    assert zero["query"]["script_score"]["script"]["source"] == req.CONSTANT_SCRIPT
+
+
+def test_knn_query_takes_num_candidates() -> None:
+    body = req.knn_search(np.ones(3, np.float32), "ip", 20, num_candidates=200)
+    assert body["knn"]["k"] == 20 and body["knn"]["num_candidates"] == 200
+    assert req.knn_search(np.ones(3, np.float32), "ip", 300, 200)["knn"]["num_candidates"] == 300
+
+
+def test_zero_vectors_are_sent_without_features_and_parsed_back_as_zeros() -> None:
+    actions = req.index_actions("i", ["a", "b"], np.array([[0, 0], [0.5, 1]], np.float32))
+    assert "features" not in actions[0]["_source"] and actions[0]["_op_type"] == "create"
+    assert actions[1]["_source"]["features"] == [0.5, 1.0]
+    response = {"hits": {"hits": [{"_source": a["_source"]} for a in actions]}}
+    ids, vectors = req.parse_hits(response, 2)
+    assert ids == ["a", "b"]
+    np.testing.assert_array_equal(vectors, [[0, 0], [0.5, 1]])
+
+
+def test_bulk_errors_name_each_failed_document() -> None:
+    items = [
+        {"create": {"_id": "ok", "status": 201}},
+        {"create": {"_id": "bad", "status": 400, "error": {"reason": "too long"}}},
+    ]
+    assert req.bulk_errors(items) == {"bad": "too long"}
+
+
+def test_dimension_above_the_server_limit_is_refused() -> None:
+    with pytest.raises(DimensionMismatchError, match="4096"):
+        create_index("elasticsearch", dim=req.MAX_DIMS + 1, url="http://127.0.0.1:9")
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(CbirError, match="not reachable"):
+        create_index("elasticsearch", dim=4, url=url, timeout=2)
+
+
+# --- live server -----------------------------------------------------------------------------
+@pytest.fixture
+def index_name(elasticsearch_url: str) -> Iterator[str]:  # noqa: F811
+    name = f"test_{uuid.uuid4().hex}"
+    yield name
+    index = _open(elasticsearch_url, name, dim=None)
+    if index is not None:
+        index.drop()
+        index.close()
+
+
+def _open(url: str, name: str, dim: int | None = 4, **settings):
+    if dim is None:  # whatever dims the index has: only for dropping it
+        import elasticsearch
+
+        elasticsearch.Elasticsearch(url).indices.delete(index=name, ignore_unavailable=True)
+        return None
+    return create_index("elasticsearch", dim=dim, url=url, index_name=name, **settings)
+
+
+@pytest.mark.server
+def test_index_persists_and_a_wrong_dimension_is_refused(
+    elasticsearch_url: str,  # noqa: F811
+    index_name: str,
+) -> None:
+    first = _open(elasticsearch_url, index_name)
+    first.add(["a", "b"], np.eye(4, dtype=np.float32)[:2])
+    first.close()
+    again = _open(elasticsearch_url, index_name)
+    assert len(again) == 2
+    assert again.search(np.eye(4, dtype=np.float32)[1], 1)[0] == [["b"]]
+    again.close()
+    with pytest.raises(DimensionMismatchError, match=index_name):
+        _open(elasticsearch_url, index_name, dim=8)
+
+
+@pytest.mark.server
+def test_per_document_errors_are_reported(elasticsearch_url: str, index_name: str) -> None:  # noqa: F811
+    index = _open(elasticsearch_url, index_name)
+    with pytest.raises(CbirError, match="at most 512 bytes"):  # checked before sending
+        index.add(["fine", "x" * 600], np.ones((2, 4), np.float32))
+    assert len(index) == 0
+    # a document created by someone else between the presence check and the bulk request
+    index.add(["a"], np.ones((1, 4), np.float32))
+    failed = index._bulk(req.index_actions(index_name, ["a", "b"], np.ones((2, 4), np.float32)))
+    assert list(failed) == ["a"] and "already exists" in failed["a"]
+    index.close()
+
+
+@pytest.mark.server
+def test_missing_index_is_a_clear_error(elasticsearch_url: str, index_name: str) -> None:  # noqa: F811
+    index = _open(elasticsearch_url, index_name)
+    index.add(["a"], np.ones((1, 4), np.float32))
+    index.drop()
+    with pytest.raises(CbirError, match="missing"):
+        index.search(np.ones(4, np.float32), 1)
+    index.close()
