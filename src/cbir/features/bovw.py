@@ -59,6 +59,17 @@ def _chunks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + CHUNK, n))
 
 
+# Parameters every class-fused BoVW extractor shares (the one-hot block and the run set-up).
+FUSION_DEFAULTS = {
+    "class_fusion": True,
+    "fusion_weight": 1.0,
+    "classes": 10,
+    "image_size": 32,
+    "threads": 2,
+    "seed": 0,
+}
+
+
 class ClassFusedBovw(Extractor):
     """Shared protocol: `fit` learns a vocabulary (subclass) and a linear classifier on the
     features; vectors are features ⊕ fusion_weight * one-hot of a class, the TRUE class in
@@ -209,12 +220,7 @@ class ReferenceBovw(ClassFusedBovw):
         "kmeans_max_iter": 300,
         "c": 1.0,
         "max_iter": 5000,
-        "class_fusion": True,
-        "fusion_weight": 1.0,
-        "classes": 10,
-        "image_size": 32,
-        "threads": 2,
-        "seed": 0,
+        **FUSION_DEFAULTS,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -279,12 +285,7 @@ class Bovw(ClassFusedBovw):
         "classifier": "logreg",
         "c": 0.01,
         "max_iter": 300,
-        "class_fusion": True,
-        "fusion_weight": 1.0,
-        "classes": 10,
-        "image_size": 32,
-        "threads": 2,
-        "seed": 0,
+        **FUSION_DEFAULTS,
     }
 
     def __init__(self, **params: Any) -> None:
