@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbir.benchmarking.measure import save_result
 from cbir.commands import parse_param
 from cbir.datasets import load_cifar10
 from cbir.evaluation.benchmark import dataset_label
@@ -85,11 +86,9 @@ def main() -> None:
         "extract_images_per_s": round(images_per_s, 1),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        save_result(args.out, result)
 
 
 if __name__ == "__main__":

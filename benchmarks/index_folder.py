@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cbir.benchmarking.measure import save_result
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "index_folder.json"
 CLASSES = 10
@@ -91,8 +93,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
     }
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    save_result(RESULTS, figures)
 
 
 if __name__ == "__main__":

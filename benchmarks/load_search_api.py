@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbir.benchmarking.measure import save_result
 from cbir.collection import Collection
 from cbir.web.client import Client
 from cbir.web.process import ServerProcess
@@ -169,8 +170,7 @@ def main() -> None:
         "load_average": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(figures, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    save_result(args.out, figures)
     if tally.errors:
         sys.exit(1)
 

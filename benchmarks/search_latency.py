@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cbir.benchmarking.measure import save_result
 from cbir.web.client import Client
 from cbir.web.process import ServerProcess
 
@@ -140,8 +140,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_latency.json"))
     args = parser.parse_args()
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(args.out, result)
     for kind in ("upload", "by_id"):
         r = result[kind]
         print(

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cbir.benchmarking.measure import save_result
 from cbir.commands import parse_param
 from cbir.datasets import load_cifar10
 from cbir.evaluation.metrics import mean_metrics, per_query_metrics
@@ -110,11 +111,9 @@ def main() -> None:
                     metrics["map_cut_100"] - results["embedded"]["map_cut_100"]
                 )
             print(tag, json.dumps(results[tag]), file=sys.stderr)
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(json.dumps(results, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        save_result(args.out, results)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and a description of the machine and its thread pools (the figures mean little w
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import time
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_info
+
+from cbir.storage import atomic_write_text
 
 WARMUP = 5  # untimed calls before a latency series: page faults, lazy caches, thread pools
 
@@ -102,3 +105,9 @@ def machine() -> dict[str, Any]:
         for pool in threadpool_info()
     ]
     return info
+
+
+def save_result(path: Path, result: dict[str, Any]) -> None:
+    """A benchmark's figures as indented JSON, in the order they were gathered, written
+    atomically (a killed benchmark never leaves half a results file)."""
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")

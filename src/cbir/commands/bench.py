@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ def add_parser(commands) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from cbir.benchmarking.measure import save_result
     from cbir.benchmarking.search import SearchBenchmark, run_search_benchmark
     from cbir.index.spec import parse_search, parse_spec
 
@@ -74,8 +74,7 @@ def run_search(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        save_result(args.out, result)
         print(f"wrote {args.out}")
     return 0
 

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise CbirError("-k must be at least 1")
-    with Collection.open(args.collection) as collection:
+    with Collection.open(args.collection, read_only=True) as collection:  # never waits on a writer
         image = read_image_file(args.image, size=collection.extractor.input_size)
         hits = collection.search_images(image[None], k=args.k)[0]
     if args.json:

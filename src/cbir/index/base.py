@@ -123,3 +123,12 @@ def read_index_meta(folder: Path, name: str, expected: dict[str, type]) -> dict[
     if meta.get("metric", METRICS[0]) not in METRICS:
         raise CollectionError(f"{path} is malformed: unknown metric {meta['metric']!r}")
     return meta
+
+
+def check_saved_ids(ids: np.ndarray, count: int, folder: Path, file: str, meta_file: str) -> None:
+    """The saved id array holds exactly the `count` string ids the index's JSON promises."""
+    if ids.dtype.kind != "U" or ids.shape != (count,):
+        raise CollectionError(
+            f"index in {folder} is inconsistent: {file} holds {ids.dtype} {ids.shape}, "
+            f"{meta_file} promises {count} string ids"
+        )

@@ -26,6 +26,7 @@ from cbir.index.base import (
     METRICS,
     check_ids,
     check_new_entries,
+    check_saved_ids,
     check_vectors,
     l2_normalise,
     quote,
@@ -230,11 +231,7 @@ class ExactIndex:
                 f"index in {folder} is inconsistent: {VECTORS_FILE} holds {vectors.dtype} "
                 f"{vectors.shape}, {META_FILE} promises float32 ({meta['count']}, {meta['dim']})"
             )
-        if ids.dtype.kind != "U" or ids.shape != (meta["count"],):
-            raise CollectionError(
-                f"index in {folder} is inconsistent: {IDS_FILE} holds {ids.dtype} {ids.shape}, "
-                f"{META_FILE} promises {meta['count']} string ids"
-            )
+        check_saved_ids(ids, meta["count"], folder, IDS_FILE, META_FILE)
         index = cls(meta["dim"], meta["metric"])
         index._ids = ids.tolist()
         index._position = {id_: i for i, id_ in enumerate(index._ids)}

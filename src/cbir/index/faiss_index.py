@@ -43,6 +43,7 @@ from cbir.index.base import (
     METRICS,
     check_ids,
     check_new_entries,
+    check_saved_ids,
     check_vectors,
     l2_normalise,
     order_hits,
@@ -410,11 +411,7 @@ class FaissIndex:
                 f"({faiss_index.ntotal} x {faiss_index.d}), {META_FILE} promises {active} "
                 f"({meta['count']} x {meta['dim']})"
             )
-        if ids.dtype.kind != "U" or ids.shape != (meta["count"],):
-            raise CollectionError(
-                f"index in {folder} is inconsistent: {files['ids']} holds {ids.dtype} "
-                f"{ids.shape}, {META_FILE} promises {meta['count']} string ids"
-            )
+        check_saved_ids(ids, meta["count"], folder, files["ids"], META_FILE)
         index._use(faiss_index, active)
         index._ids = ids.tolist()
         index._alive = ids != ""
