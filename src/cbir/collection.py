@@ -407,6 +407,28 @@ class Collection:
         with self._reading() as conn:
             return {row[0] for row in conn.execute("SELECT id FROM images")}
 
+    def find_sha256(self, digest: str) -> tuple[str, str | None] | None:
+        """(id, label) of an indexed image with exactly these bytes, or None."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT id, label FROM images WHERE sha256 = ? ORDER BY id LIMIT 1", (digest,)
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def sample(self, n: int) -> list[tuple[str, str | None]]:
+        """Up to n random (id, label) pairs. Random rowids hit the primary key; a few misses
+        (deleted rows) only shorten the list."""
+        with self._reading() as conn:
+            top = conn.execute("SELECT MAX(rowid) FROM images").fetchone()[0]
+            if top is None:
+                return []
+            rows = conn.execute(
+                "SELECT id, label FROM images WHERE rowid IN "
+                "(SELECT abs(random()) % ? + 1 FROM images LIMIT ?) ORDER BY random() LIMIT ?",
+                (top, 3 * n, n),
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
     def get(self, image_id: str) -> ImageRecord | None:
         with self._reading() as conn:
             row = conn.execute(

@@ -3,7 +3,6 @@ served by `cbir serve` under waitress.
 
     app.py       create_app, WebConfig, security headers
     service.py   the open collection shared by every request: search, add, delete, images
-    catalog.py   read-only metadata queries the Collection class does not offer
     inputs.py    reading and validating request fields (k, id, uploads, labels, names)
     media.py     content sniffing and query previews
     errors.py    JSON errors for /api/* and /images/*, friendly pages elsewhere

@@ -20,7 +20,6 @@ from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
 from cbir.collection import Collection, Hit, ImageRecord
 from cbir.image_store import sha256_bytes
 from cbir.images import ALLOWED_FORMATS, DecodeLimits, decode_image
-from cbir.web.catalog import Catalog
 from cbir.web.inputs import QueryRequest, Upload, safe_name
 from cbir.web.media import sniff_mimetype
 
@@ -80,7 +79,6 @@ class SearchService:
     def __init__(self, collection: Collection, limits: DecodeLimits) -> None:
         self.collection = collection
         self.limits = limits
-        self.catalog = Catalog(collection.folder)
 
     @classmethod
     def open(cls, folder: Path, limits: DecodeLimits) -> SearchService:
@@ -91,7 +89,6 @@ class SearchService:
         return cls(collection, limits)
 
     def close(self) -> None:
-        self.catalog.close()
         self.collection.close()
 
     def _fresh(self) -> Collection:
@@ -116,7 +113,7 @@ class SearchService:
     def _upload_query(self, upload: Upload) -> tuple[Query, np.ndarray]:
         vector = self._describe(upload.data)
         digest = sha256_bytes(upload.data)
-        known = self.catalog.find_sha256(digest)
+        known = self.collection.find_sha256(digest)
         image_id, label = known if known else (None, None)
         return Query("upload", image_id, label, digest, upload.filename), vector
 
@@ -160,7 +157,7 @@ class SearchService:
         return len(self._fresh())
 
     def examples(self, n: int) -> list[tuple[str, str | None]]:
-        return self.catalog.sample(n)
+        return self.collection.sample(n)
 
     # --- writing (the collection's own writer path: Collection.add / delete) -----------------
     def add(self, upload: Upload, label: str | None, name: str | None) -> ImageRecord:
@@ -170,7 +167,7 @@ class SearchService:
             id=f"{digest[:16]}-{safe_name(name or upload.filename)}",
             path=None, label=label, sha256=digest,
         )  # fmt: skip
-        known = self.catalog.find_sha256(digest)
+        known = self.collection.find_sha256(digest)
         if known is not None:
             raise Conflict(f"this image is already indexed as {known[0]!r}")
         # The bytes go in the same transaction as the record: never one without the other.
