@@ -21,6 +21,12 @@ Readers: the search index is built from the database on first use, in one read s
 `refresh()` compares the database's generation with the one loaded (one tiny query) and, when
 it moved, reads only the rows added since, plus the list of live ids when something was
 deleted, so a long-running reader picks up new images without a restart.
+
+Server backends (Elasticsearch, Milvus) keep their vectors between runs: the collection
+connects to its own index there and a writer sends only what the server is missing, after each
+commit and when it first uses the index (`cbir.backend_sync`); readers search the server as it
+is, and leave out hits the database no longer holds. Connection settings that are not secrets
+are kept in the manifest; see `cbir.index.settings` for credentials and precedence.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from cbir import __version__
+from cbir.backend_sync import BackendSync, SyncReport
 from cbir.database import (
     Database,
     chunks,
@@ -53,7 +60,8 @@ from cbir.features import Extractor, load_extractor
 from cbir.image_store import ImageStore, get_blob, put_blobs
 from cbir.index import DEFAULT_BACKEND, VectorIndex, backend_class
 from cbir.index.base import check_vectors
-from cbir.locking import WriterLock, default_timeout
+from cbir.index.settings import settings_at_open, settings_for_new_collection
+from cbir.locking import CollectionBusyError, WriterLock, default_timeout
 from cbir.storage import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -106,9 +114,11 @@ class Collection:
         db: Database,
         lock: WriterLock | None,
         lock_timeout: float | None = None,
+        backend_options: dict[str, Any] | None = None,
     ) -> None:
         """Use `create` or `open`. `lock`: None for a read-only collection; held already by
-        a writer that keeps it for its lifetime."""
+        a writer that keeps it for its lifetime. `backend_options`: connection settings for
+        this run only (never stored)."""
         self.folder = folder
         self.manifest = manifest
         self.extractor = extractor
@@ -124,6 +134,8 @@ class Collection:
         # The in-memory index and what it holds: id -> seq of its vectors row, the highest
         # seq loaded, and the database state it reflects.
         self._index: VectorIndex | None = None
+        self._backend_options = dict(backend_options or {})
+        self._sync: BackendSync | None = None  # for a backend that keeps its own data
         self._seqs: dict[str, int] = {}
         self._last_seq = 0
         self._generation, self._deletions = read_state(db.conn)
@@ -141,15 +153,23 @@ class Collection:
     ) -> Collection:
         """A new, empty collection, returned as its writer (holding the lock until closed).
         `backend_settings` are passed to the backend's constructor whenever the index is
-        built (never secrets: they are stored in the manifest)."""
+        built (never secrets: they are stored in the manifest). A server backend is reached
+        now, so an unreachable one fails before the collection exists."""
         folder = Path(folder)
-        backend_class(backend)(dim=extractor.dim, metric=metric, **(backend_settings or {}))
-        # (an unknown backend or bad settings fail before anything is written)
+        backend_type = backend_class(backend)
+        settings = settings_for_new_collection(backend, backend_settings or {})
+        if not _keeps_data(backend_type):
+            backend_type(dim=extractor.dim, metric=metric, **settings).close()
+            # (an unknown backend or bad settings fail before anything is written)
         _refuse_existing(folder)
         folder.mkdir(parents=True, exist_ok=True)
         lock = _take_lock(folder, lock_timeout)
         try:
             _refuse_existing(folder)  # again: another writer may have made one meanwhile
+            if _keeps_data(backend_type):  # creates its index on the server
+                given = backend_settings or {}  # given now: they beat the environment
+                constructor_settings, _ = settings_at_open(backend, settings, folder, given)
+                backend_type(dim=extractor.dim, metric=metric, **constructor_settings).close()
             extractor.save(folder / EXTRACTOR_DIR)
             db = Database(folder / METADATA)
             db.create_schema()
@@ -159,7 +179,7 @@ class Collection:
                 "extractor": _as_json(extractor.describe()),
                 "dim": extractor.dim,
                 "metric": metric,
-                "backend": {"name": backend, "settings": _as_json(backend_settings or {})},
+                "backend": {"name": backend, "settings": _as_json(settings)},
                 "counts": {"images": 0},
                 "generation": 0,
                 "created": _now(),
@@ -180,9 +200,11 @@ class Collection:
         read_only: bool = False,
         writer: bool = False,
         lock_timeout: float | None = None,
+        backend_options: dict[str, Any] | None = None,
     ) -> Collection:
         """Open an existing collection. `writer=True` takes the writer lock until `close`;
-        `read_only=True` never locks and refuses to write."""
+        `read_only=True` never locks and refuses to write. `backend_options` override the
+        stored connection settings for this run (e.g. another Elasticsearch URL)."""
         if read_only and writer:
             raise CbirError("a collection cannot be opened both read-only and as the writer")
         folder = Path(folder)
@@ -198,7 +220,7 @@ class Collection:
             raise
         if not read_only and lock is None:
             lock = WriterLock(folder / LOCK_FILE, str(folder))  # taken around each write
-        collection = cls(folder, manifest, extractor, db, lock, lock_timeout)
+        collection = cls(folder, manifest, extractor, db, lock, lock_timeout, backend_options)
         if writer:
             collection._write_manifest()  # repairs counts that a crashed writer left behind
         return collection
@@ -210,12 +232,17 @@ class Collection:
         extractor_factory: Callable[[], Extractor],
         backend: str = DEFAULT_BACKEND,
         lock_timeout: float | None = None,
+        backend_settings: dict[str, Any] | None = None,
     ) -> Collection:
-        """The collection in `folder` as its writer, created first if there is none."""
+        """The collection in `folder` as its writer, created first if there is none (with
+        `backend` and `backend_settings`; an existing one keeps its own)."""
         folder = Path(folder)
         if not (folder / MANIFEST).exists():
             try:
-                return cls.create(folder, extractor_factory(), backend, lock_timeout=lock_timeout)
+                return cls.create(
+                    folder, extractor_factory(), backend, lock_timeout=lock_timeout,
+                    backend_settings=backend_settings,
+                )  # fmt: skip
             except CollectionError:
                 if not (folder / MANIFEST).exists():
                     raise  # else another writer created it first: open theirs
@@ -234,6 +261,27 @@ class Collection:
             if self._lock is not None:
                 while self._lock.held:
                     self._lock.release()
+
+    def sync_server_index(self) -> SyncReport:
+        """Bring a server backend up to date now (what a writer does after each commit and
+        when it first uses the index); waits for the writer lock like any write."""
+        if not self._keeps_data:
+            raise CollectionError(f"{self.folder} keeps its vectors in its own folder")
+        if self._lock is None:
+            raise CollectionError(f"{self.folder} was opened read-only")
+        with self._mutex, self._lock.hold(self._lock_timeout):
+            return self._sync_backend()
+
+    def drop_server_index(self) -> None:
+        """Delete this collection's index on its server (Elasticsearch, Milvus), for a
+        collection that is being thrown away; the folder itself is left to the caller."""
+        if not self._keeps_data:
+            raise CollectionError(f"{self.folder} keeps its vectors in its own folder")
+        with self._mutex:
+            index = self._index or self._new_index()[0]
+            index.drop()
+            index.close()
+            self._index = self._sync = None
 
     def __enter__(self) -> Collection:
         return self
@@ -265,7 +313,7 @@ class Collection:
             raise CollectionError("the same id appears twice in one add; nothing was added")
         added_at = _now()
         rows = [(r.id, r.path, r.label, r.sha256, r.width, r.height, added_at) for r in records]
-        with self._writing() as conn:
+        with self._writing(removed=ids if replace else None) as conn:
             if replace:
                 delete_rows(conn, ids)
             put_blobs(conn, blobs)
@@ -284,13 +332,14 @@ class Collection:
         other image uses; returns how many were removed."""
         if isinstance(ids, str | bytes):
             raise CbirError("delete takes a list of ids, not a single string")
-        with self._writing() as conn:
+        ids = list(ids)
+        with self._writing(removed=ids) as conn:
             return delete_rows(conn, ids)
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the writer lock; afterwards the manifest and the loaded
-        index catch up with what was committed."""
+    def _writing(self, removed: Sequence[str] | None = None) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the writer lock; afterwards the manifest and the index
+        catch up with what was committed (`removed`: the ids the transaction may delete)."""
         if self._lock is None:
             raise CollectionError(f"{self.folder} was opened read-only")
         with self._mutex, self._lock.hold(self._lock_timeout):
@@ -299,7 +348,10 @@ class Collection:
             due = time.monotonic() - self._manifest_written_at >= MANIFEST_EVERY_S
             if due or not self._lifetime_writer:
                 self._write_manifest()
-            self._catch_up()
+            if self._keeps_data:
+                self._sync_backend(removed)
+            else:
+                self._catch_up()
 
     def _write_manifest(self) -> None:
         with self._db.snapshot() as conn:
@@ -334,20 +386,55 @@ class Collection:
         changed. Cheap when nothing did: readers such as the web server call it before every
         read."""
         with self._mutex:
-            if self._index is not None:
+            if self._index is not None and not self._keeps_data:
                 return self._catch_up()
             generation = self._db.generation()
             changed, self._generation = generation != self._generation, generation
             return changed
 
-    def _new_index(self) -> VectorIndex:
+    @property
+    def _keeps_data(self) -> bool:
+        return _keeps_data(backend_class(self.manifest["backend"]["name"]))
+
+    def _new_index(self) -> tuple[VectorIndex, str]:
+        """The backend's index, and the location of its data."""
         backend = self.manifest["backend"]
-        return backend_class(backend["name"])(
-            dim=self.dim, metric=self.manifest["metric"], **backend.get("settings", {})
+        settings, location = settings_at_open(
+            backend["name"], backend.get("settings", {}), self.folder, self._backend_options
         )
+        index = backend_class(backend["name"])(
+            dim=self.dim, metric=self.manifest["metric"], **settings
+        )
+        return index, location
+
+    def _sync_backend(self, removed: Sequence[str] | None = None) -> SyncReport:
+        """Send the server what it is missing (the caller holds the writer lock)."""
+        if self._sync is None:
+            index, location = self._new_index()
+            self._sync = BackendSync(self._db, index, location, self.dim, self._lifetime_writer)
+            self._index = index
+        report = self._sync.run(removed)
+        self._generation, self._deletions = read_state(self._db.conn)
+        return report
+
+    def _connect_server_index(self) -> None:
+        """A server backend's index, brought up to date first when this process may write
+        and no other writer is busy (that one keeps the server up to date itself)."""
+        if self._lock is not None:
+            try:
+                with self._lock.hold(0):  # never wait: readers must not stall
+                    self._sync_backend()
+                    return
+            except CollectionBusyError:
+                pass
+        self._index, _ = self._new_index()
+        self._generation, self._deletions = read_state(self._db.conn)
 
     def _load_index(self) -> None:
-        index = self._new_index()
+        if self._keeps_data:
+            self._connect_server_index()
+            return
+        index, _ = self._new_index()
         seqs: dict[str, int] = {}
         last = 0
         with self._db.snapshot() as conn:
@@ -523,6 +610,11 @@ def _open_database(folder: Path, read_only: bool) -> Database:
             f"{folder}: {METADATA} is unreadable ({error}); run `cbir verify` for details"
         ) from None
     return db
+
+
+def _keeps_data(backend_type: type) -> bool:
+    """A backend that holds its vectors itself (a server), so is synced rather than rebuilt."""
+    return getattr(backend_type, "keeps_data", False)
 
 
 def _take_lock(folder: Path, timeout: float | None) -> WriterLock:

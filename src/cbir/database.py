@@ -171,12 +171,28 @@ def read_vectors(
     )
     while rows := cursor.fetchmany(READ_CHUNK):
         seqs, ids, blobs = zip(*rows, strict=True)
-        data = np.frombuffer(b"".join(blobs), dtype="<f4")
-        if data.size != len(rows) * dim:
-            raise CollectionError(
-                f"vectors in the database are not all {dim}-d; run `cbir verify` for details"
-            )
-        yield list(seqs), list(ids), data.reshape(len(rows), dim).astype(np.float32)
+        yield list(seqs), list(ids), _as_matrix(blobs, dim)
+
+
+def read_vectors_of(
+    conn: sqlite3.Connection, ids: Sequence[str], dim: int
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, vectors (n, dim) float32) of the given ids that have vectors, a chunk at a time."""
+    for part in chunks(list(ids)):
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({marks})", part)
+        found = rows.fetchall()
+        if found:
+            yield [row[0] for row in found], _as_matrix([row[1] for row in found], dim)
+
+
+def _as_matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    data = np.frombuffer(b"".join(blobs), dtype="<f4")
+    if data.size != len(blobs) * dim:
+        raise CollectionError(
+            f"vectors in the database are not all {dim}-d; run `cbir verify` for details"
+        )
+    return data.reshape(len(blobs), dim).astype(np.float32)
 
 
 def chunks(items: Sequence, size: int = _PARAMS) -> Iterator[Sequence]:

@@ -37,6 +37,15 @@ DEFAULT_SIZE = (32, 32)  # for extractors that take any size (a batch shares one
 
 T = TypeVar("T")
 
+# Turns a batch of images into vectors: `extractor.transform` by default, or another route to
+# the same vectors (cbir.distributed.RayDescriber runs it on a Ray cluster).
+Describer = Callable[[Extractor, np.ndarray], np.ndarray]
+
+
+def transform(extractor: Extractor, images: np.ndarray) -> np.ndarray:
+    """The default describer: in this process."""
+    return extractor.transform(images)
+
 
 def describe(
     extractor: Extractor, images: np.ndarray, batch_size: int = DEFAULT_BATCH, label: str = ""
@@ -105,12 +114,14 @@ def index_folder(
     batch_size: int = DEFAULT_BATCH,
     strict: bool = False,
     on_batch: Callable[[IndexReport], None] | None = None,
+    describer: Describer | None = None,
 ) -> IndexReport:
     """Add the images of `folder` that the collection does not hold yet (see ContentPlan).
 
     Commits batch by batch, so an interrupted run keeps what it committed and a re-run resumes.
     Unreadable images are skipped with a warning, or stop the run with `strict` (after every
-    batch before the one holding the bad file has committed).
+    batch before the one holding the bad file has committed). `describer` computes the
+    vectors (default: `transform`, in this process).
     """
     entries = scan_folder(folder)
     report = IndexReport(total_files=len(entries))
@@ -121,7 +132,7 @@ def index_folder(
         _folder_batch(entries[start : start + batch_size], plan, size, limits, strict)
         for start in range(0, len(entries), batch_size)
     )
-    return _commit_all(batches, collection, report, on_batch)
+    return _commit_all(batches, collection, report, on_batch, describer)
 
 
 def _folder_batch(
@@ -188,7 +199,10 @@ def _unreadable(batch: _Batch, path: Path, why: str, strict: bool) -> None:
 
 # --- in-memory datasets -----------------------------------------------------------------------
 def index_dataset(
-    dataset: Dataset, collection: Collection, batch_size: int = DEFAULT_BATCH
+    dataset: Dataset,
+    collection: Collection,
+    batch_size: int = DEFAULT_BATCH,
+    describer: Describer | None = None,
 ) -> IndexReport:
     """Add an in-memory dataset (CIFAR-10) to a collection, with a PNG copy of every image
     stored in the collection so the web app can show it. Idempotent by id: a dataset's ids
@@ -217,7 +231,7 @@ def index_dataset(
         return batch
 
     batches = (prepare(start) for start in range(0, len(dataset), batch_size))
-    return _commit_all(batches, collection, report, None)
+    return _commit_all(batches, collection, report, None, describer)
 
 
 # --- the shared second stage ------------------------------------------------------------------
@@ -226,12 +240,14 @@ def _commit_all(
     collection: Collection,
     report: IndexReport,
     on_batch: Callable[[IndexReport], None] | None,
+    describer: Describer | None,
 ) -> IndexReport:
     """Describe and commit each prepared batch, while the next ones are prepared."""
+    describer = describer or transform
     with progress_bar(report.total_files, "index") as bar:
         for batch in prefetched(batches, PREFETCH):
             if batch.records:
-                vectors = collection.extractor.transform(batch.images)
+                vectors = describer(collection.extractor, batch.images)
                 collection.add(batch.records, vectors, blobs=batch.blobs, replace=batch.updates > 0)
             report.added += len(batch.records) - batch.updates
             report.updated += batch.updates

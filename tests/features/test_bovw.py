@@ -32,6 +32,7 @@ def _striped(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     ("name", "params"),
     [
         ("bovw-reference", FAST_REFERENCE),
+        ("bovw-reference", {**FAST_REFERENCE, "descriptor": "orb"}),
         ("bovw", FAST_BOVW),
         ("bovw", {**FAST_BOVW, "descriptor": "rootsift", "stride": 8}),
     ],
@@ -55,7 +56,9 @@ def test_class_fusion_uses_true_labels_for_index_and_predictions_for_queries(
     )
 
     extractor.save(tmp_path)
-    np.testing.assert_array_equal(load_extractor(tmp_path).transform(images), queries)
+    loaded = load_extractor(tmp_path)
+    assert loaded.params == extractor.params
+    np.testing.assert_array_equal(loaded.transform(images), queries)
 
 
 def test_reference_dims_and_blank_images():
@@ -67,6 +70,25 @@ def test_reference_dims_and_blank_images():
     blank = np.full((2, 32, 32, 3), 128, np.uint8)
     vectors = extractor.transform(blank)
     assert not vectors[:, 324 : 324 + 8].any()  # no keypoint: all-zero word counts
+
+
+def test_orb_words_on_200_images_and_blank_images():
+    images, _ = _striped(n_per_class=67)
+    params = {**FAST_REFERENCE, "descriptor": "orb", "class_fusion": False}
+    extractor = get_extractor("bovw-reference", **params)
+    assert extractor.fit(images).vocabulary_.shape == (8, 256)
+    vectors = extractor.transform(images[:10])
+    assert vectors.shape == (10, 324 + 8)
+    assert (vectors[:, 324:].sum(axis=1) > 0).all()  # textured images get words
+    blank = extractor.transform(np.full((2, 32, 32, 3), 128, np.uint8))
+    assert np.isfinite(blank).all() and not blank[:, 324:].any()  # no keypoint, no word
+
+
+def test_unknown_descriptor_is_a_clear_error():
+    with pytest.raises(CbirError, match="must be sift or orb"):
+        get_extractor("bovw-reference", descriptor="surf")
+    with pytest.raises(CbirError, match="must be patches or rootsift"):
+        get_extractor("bovw", descriptor="orb")
 
 
 def test_class_fusion_needs_every_label():

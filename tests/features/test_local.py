@@ -4,6 +4,7 @@ import numpy as np
 from cbir.features.local import (
     colour_patches,
     dense_sift,
+    detected_orb,
     detected_sift,
     gray_uint8,
     grid_positions,
@@ -29,6 +30,36 @@ def test_detected_sift_keeps_blank_images_aligned():
     assert len(descriptors) == 3
     assert descriptors[1].shape == (0, 128)
     assert descriptors[0].shape[1] == 128 and len(descriptors[0]) > 0
+
+
+def _textured(n: int = 3, seed: int = 0) -> np.ndarray:
+    """CIFAR-size gray images with structure at several scales: 4-px checkerboard + noise."""
+    y, x = np.mgrid[0:32, 0:32]
+    checker = (((y // 4) + (x // 4)) % 2) * 160
+    noise = np.random.default_rng(seed).integers(0, 60, (n, 32, 32))
+    return (checker + noise).astype(np.uint8)
+
+
+def test_detected_orb_finds_keypoints_once_upscaled_and_keeps_blank_images_aligned():
+    gray = _textured()
+    gray[1] = 128
+    descriptors = detected_orb(gray)
+    assert len(descriptors) == 3
+    assert descriptors[1].shape == (0, 256) and descriptors[1].dtype == np.float32
+    for found in (descriptors[0], descriptors[2]):
+        assert found.shape[1] == 256 and len(found) >= 10
+        assert set(np.unique(found)) <= {0.0, 1.0}  # unpacked bits
+    # why the upscaling: ORB's 31-px patch and border leave no room in 32x32 pixels
+    assert detected_orb(gray, upscale=1)[0].shape == (0, 256)
+
+
+def test_detected_orb_bits_are_opencvs_bytes():
+    gray = _textured(1)
+    orb = cv2.ORB_create(edgeThreshold=15, patchSize=31)
+    big = cv2.resize(gray[0], None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR)
+    _, expected = orb.detectAndCompute(big, None)
+    bits = detected_orb(gray)[0].astype(np.uint8)
+    np.testing.assert_array_equal(np.packbits(bits, axis=1), expected)
 
 
 def test_dense_sift_has_one_descriptor_per_grid_point():

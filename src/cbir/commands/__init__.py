@@ -50,3 +50,20 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, default: str | None
         "--param", "-p", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
         help="extractor parameter, repeatable (e.g. -p image_size=64)",
     )  # fmt: skip
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, choose: bool) -> None:
+    """--backend NAME (`choose`: where the command makes a new index) and repeatable
+    --backend-option KEY=VALUE. Credentials never go here: they come from the environment."""
+    if choose:
+        parser.add_argument(
+            "--backend", default="embedded",
+            help="where the vectors live: embedded (default), faiss, elasticsearch or milvus "
+            "(server URL from --backend-option url=/uri= or CBIR_ELASTICSEARCH_URL / "
+            "CBIR_MILVUS_URI; Milvus defaults to a Milvus Lite file in the collection)",
+        )  # fmt: skip
+    parser.add_argument(
+        "--backend-option", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
+        help="backend setting, repeatable (e.g. url=http://127.0.0.1:9200, search=knn, "
+        "index=HNSW)" + ("" if choose else "; for this run only, the collection keeps its own"),
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cbir.commands import add_extractor_arguments
+from cbir.commands import add_backend_arguments, add_extractor_arguments
 from cbir.errors import CbirError
 from cbir.features import DEFAULT_EXTRACTOR
 
@@ -60,6 +60,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="example queries saved with thumbnails for the report (default 10; 0: none)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the example sample")
+    add_backend_arguments(parser, choose=True)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,6 +77,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "near_duplicate_threshold": threshold if threshold <= 1 else None,
         "n_examples": args.examples,
         "seed": args.seed,
+        # the exact embedded index always runs: it is the yardstick for any other backend
+        "backend": None
+        if args.backend == "embedded"
+        else (args.backend, dict(args.backend_option)),
     }
 
 

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from cbir.commands import add_extractor_arguments
+from cbir.commands import add_backend_arguments, add_extractor_arguments
+from cbir.distributed import add_ray_argument, describer_from_args
 from cbir.errors import CbirError, DataNotFoundError
 
 
@@ -21,9 +22,11 @@ def add_parser(commands) -> None:
     index.add_argument("--data", type=Path, help="folder holding CIFAR-10 (else CBIR_DATA_DIR)")
     index.add_argument("--collection", "-c", required=True, type=Path, help="collection folder")
     add_extractor_arguments(index, None)
+    add_backend_arguments(index, choose=True)
     index.add_argument("--batch-size", type=int, default=1024, help="images per commit")
     index.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     add_wait_argument(index)
+    add_ray_argument(index)
     index.set_defaults(handler=run)
 
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     elif not Path(args.folder).is_dir():
         raise DataNotFoundError(f"{args.folder} is not a folder of images")
 
+    describer = describer_from_args(args)  # a missing Ray fails before the collection is touched
+
     def new_extractor():
         if requested.needs_fit:
             raise CbirError(
@@ -59,15 +64,20 @@ def run(args: argparse.Namespace) -> int:
         return requested
 
     with Collection.open_or_create(
-        args.collection, new_extractor, lock_timeout=args.wait
-    ) as collection:
+        args.collection, new_extractor, backend=args.backend, lock_timeout=args.wait,
+        backend_settings=dict(args.backend_option),
+    ) as collection:  # fmt: skip
         check_same_extractor(collection, args.extractor, dict(args.param))
+        check_same_backend(collection, args.backend)
         if is_cifar:
-            report = index_dataset(source, collection, batch_size=args.batch_size)
+            report = index_dataset(
+                source, collection, batch_size=args.batch_size, describer=describer
+            )
         else:
             report = index_folder(
-                Path(args.folder), collection, batch_size=args.batch_size, strict=args.strict
-            )
+                Path(args.folder), collection, batch_size=args.batch_size, strict=args.strict,
+                describer=describer,
+            )  # fmt: skip
         total = len(collection)
     updated = f", updated {report.updated:,}" if report.updated else ""
     print(
@@ -99,6 +109,15 @@ def check_same_extractor(collection, name: str | None, params: dict) -> None:
                 f"{json.dumps(wanted, sort_keys=True)}; use a new --collection folder for "
                 "other parameters"
             )
+
+
+def check_same_backend(collection, name: str) -> None:
+    have = collection.manifest["backend"]["name"]
+    if name != "embedded" and name != have:
+        raise CbirError(
+            f"{collection.folder} keeps its vectors in backend {have!r}, not {name!r}; "
+            "use a new --collection folder for another backend"
+        )
 
 
 def cifar10_split(spec: str, data_dir: Path | None):

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cbir.commands import add_backend_arguments
 from cbir.errors import CbirError
 
 
@@ -15,6 +16,7 @@ def add_parser(commands) -> None:
     search.add_argument("--collection", "-c", required=True, type=Path, help="collection folder")
     search.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_backend_arguments(search, choose=False)
     search.set_defaults(handler=run)
 
 
@@ -24,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise CbirError("-k must be at least 1")
-    with Collection.open(args.collection, read_only=True) as collection:  # never waits on a writer
+    with Collection.open(
+        args.collection, read_only=True, backend_options=dict(args.backend_option)
+    ) as collection:  # read-only: never waits on a writer
         image = read_image_file(args.image, size=collection.extractor.input_size)
         hits = collection.search_images(image[None], k=args.k)[0]
     if args.json:

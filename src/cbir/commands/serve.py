@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+from cbir.commands import add_backend_arguments
 from cbir.errors import CbirError
 
 # waitress refuses bodies past this multiple of the app's upload limit before reading them all;
@@ -33,6 +34,7 @@ def add_parser(commands) -> None:
         help="port (default 5000, 0 picks a free one; else CBIR_PORT)",
     )  # fmt: skip
     serve.add_argument("--threads", type=int, default=4, help="request threads (default 4)")
+    add_backend_arguments(serve, choose=False)
     serve.set_defaults(handler=run)
 
 
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CbirError("--threads must be at least 1")
     threadpool_limits(limits=BLAS_THREADS, user_api="blas")  # for the life of the process
-    config = WebConfig.from_env(args.collection)
+    config = WebConfig.from_env(args.collection, dict(args.backend_option))
     app = create_app(config)  # the collection is loaded once, here, for every request thread
     service = app.extensions[EXTENSION_KEY]
     try:

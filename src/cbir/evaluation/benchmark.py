@@ -29,6 +29,7 @@ from cbir.collection import EXTRACTOR_DIR, read_manifest
 from cbir.datasets import MIRROR_FOLDER, MIRROR_TARBALL, Dataset, load_cifar10, load_folder
 from cbir.errors import CbirError, CollectionError
 from cbir.evaluation import leave_one_out
+from cbir.evaluation.backend_run import search_with_backend
 from cbir.evaluation.examples import save_examples
 from cbir.evaluation.metrics import (
     IPREC_RECALL_LEVELS,
@@ -90,13 +91,15 @@ def run_benchmark(
     n_examples: int = N_EXAMPLES,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
+    backend: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protocol and write the run folder `out_dir`; returns metrics.json's content.
 
     `leave_one_out_queries`: `queries` is `index_set` and each image is left out of its own
     ranking. `fitted_on`: the extractor arrives fitted (say where, for metrics.json) and is not
     fitted again. `near_duplicate_threshold`: None skips the near-duplicate check. `extra` is
-    merged into metrics.json.
+    merged into metrics.json. `backend` (name, settings): the top-k run comes from that backend,
+    measured against the exact embedded index (see `backend_run`).
     """
     if not index_set.labelled or not queries.labelled:
         raise CbirError("a benchmark needs labelled images (one subfolder per class)")
@@ -134,6 +137,12 @@ def run_benchmark(
         index.add(index_set.ids, index_vectors)
     with timer.section("search_s"):
         ranked_ids, scores = leave_one_out.search(index, query_vectors, depth, exclude)
+    if backend is not None:
+        ranked_ids, scores, backend_note = search_with_backend(
+            *backend, index_set.ids, index_vectors, query_vectors, depth, exclude, ranked_ids,
+            timer.timings,
+        )  # fmt: skip
+        extra = {**(extra or {}), "backend": backend_note}
 
     label_of = dict(zip(index_set.ids, index_set.labels.tolist(), strict=True))
     with timer.section("evaluate_s"):

@@ -3,7 +3,9 @@
     ElasticsearchIndex(dim, metric="cosine", url=None, index_name="cbir", search="exact",
                        num_candidates=100, shards=1, replicas=0, hnsw_m=16, ef_construction=100)
 
-`url` defaults to $CBIR_ELASTICSEARCH_URL, else http://127.0.0.1:9200. The index is created
+`url` defaults to $CBIR_ELASTICSEARCH_URL, else http://127.0.0.1:9200. Credentials come from
+the environment only, never from settings (which collections store): $CBIR_ELASTICSEARCH_API_KEY,
+or $CBIR_ELASTICSEARCH_USER with $CBIR_ELASTICSEARCH_PASSWORD. The index is created
 with the reference mapping (see `elasticsearch_requests`) when missing, and checked (dims,
 similarity) when present. `search="exact"` ranks with script_score over every document;
 `search="knn"` uses the approximate top-level `knn` search (HNSW, `num_candidates` per
@@ -33,6 +35,8 @@ MSEARCH_CHUNK = 64  # queries per msearch request
 
 class ElasticsearchIndex:
     """VectorIndex over an Elasticsearch index; exact (script_score) or approximate (knn)."""
+
+    keeps_data = True  # the server holds the vectors: a collection syncs it, never rebuilds it
 
     def __init__(
         self,
@@ -67,7 +71,9 @@ class ElasticsearchIndex:
         self.num_candidates = int(num_candidates)
         self.url = url or os.environ.get("CBIR_ELASTICSEARCH_URL") or DEFAULT_URL
         self._errors = elasticsearch
-        self._client = elasticsearch.Elasticsearch(self.url, request_timeout=timeout)
+        self._client = elasticsearch.Elasticsearch(
+            self.url, request_timeout=timeout, **credentials_from_environment()
+        )
         self._call(
             self._ensure_index,
             req.index_body(self.dim, metric, shards, replicas, hnsw_m, ef_construction),
@@ -169,6 +175,22 @@ class ElasticsearchIndex:
     def close(self) -> None:
         self._client.close()
 
+    def ids(self) -> Iterator[str]:
+        """Every document id in the index (a scroll over ids only)."""
+        from elasticsearch import helpers
+
+        hits = helpers.scan(
+            self._client, index=self.index_name, query={"query": {"match_all": {}}},
+            _source=False, size=5000,
+        )  # fmt: skip
+        try:
+            for hit in hits:
+                yield hit["_id"]
+        except self._errors.ConnectionError as error:
+            raise CbirError(f"Elasticsearch is not reachable at {self.url}: {error}") from error
+        except self._errors.ApiError as error:
+            raise CbirError(f"Elasticsearch refused the request: {error}") from error
+
     def drop(self) -> None:
         """Delete the whole Elasticsearch index (tests, `cbir` collection removal)."""
         self._call(self._client.indices.delete, index=self.index_name, ignore_unavailable=True)
@@ -230,8 +252,20 @@ class ElasticsearchIndex:
                     raise CbirError(f"Elasticsearch search failed: {error.get('reason', error)}")
                 yield req.parse_hits(result, self.dim)
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # never the credentials
         return (
             f"ElasticsearchIndex(dim={self.dim}, metric={self.metric!r}, url={self.url!r}, "
             f"index_name={self.index_name!r}, search={self.search_mode!r})"
         )
+
+
+def credentials_from_environment() -> dict[str, Any]:
+    """Client credentials from $CBIR_ELASTICSEARCH_API_KEY or $CBIR_ELASTICSEARCH_USER and
+    $CBIR_ELASTICSEARCH_PASSWORD; none when unset (a security-off development server)."""
+    api_key = os.environ.get("CBIR_ELASTICSEARCH_API_KEY")
+    if api_key:
+        return {"api_key": api_key}
+    user = os.environ.get("CBIR_ELASTICSEARCH_USER")
+    if user:
+        return {"basic_auth": (user, os.environ.get("CBIR_ELASTICSEARCH_PASSWORD", ""))}
+    return {}

@@ -4,18 +4,19 @@
                 nlist=128, nprobe=16, M=16, ef_construction=200, ef=128)
 
 The same code serves Milvus Lite (`uri` a local `.db` file, no server) and a Milvus server
-(`uri` http://host:19530). `uri` defaults to $CBIR_MILVUS_URI, else `milvus.db` in the
-working folder. Collections have string primary keys and store vectors prepared as the
-embedded backend stores them (unit length for cosine), searched by inner product (IP), so
-zero vectors need no special case. Milvus proposes candidates with their vectors; scores are
-recomputed and ordered here (`cbir.index.remote`), so results follow the VectorIndex order.
-Strong consistency: a search right after an add or delete sees it.
+(`uri` http://host:19530). `uri` defaults to $CBIR_MILVUS_URI, else `milvus.db` in the working
+folder; a token, when the server wants one, comes from $CBIR_MILVUS_TOKEN only (never from
+settings, which collections store). Collections have string primary keys and store vectors
+prepared as the embedded backend stores them (unit length for cosine), searched by inner
+product (IP), so zero vectors need no special case. Milvus proposes candidates with their
+vectors; scores are recomputed and ordered here (`cbir.index.remote`), so results follow the
+VectorIndex order. Strong consistency: a search right after an add or delete sees it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ SEARCH_CHUNK = 256  # queries per search request (responses carry every candidat
 
 class MilvusIndex:
     """VectorIndex over a Milvus (or Milvus Lite) collection."""
+
+    keeps_data = True  # the server (or Lite file) holds the vectors: collections sync it
 
     def __init__(
         self,
@@ -73,7 +76,8 @@ class MilvusIndex:
             "metric_type": "IP",
             "params": {"IVF_FLAT": {"nprobe": nprobe}, "HNSW": {"ef": ef}}.get(index, {}),
         }
-        self._client = self._call(pymilvus.MilvusClient, self.uri, timeout=timeout)
+        token = os.environ.get("CBIR_MILVUS_TOKEN", "")
+        self._client = self._call(pymilvus.MilvusClient, self.uri, token=token, timeout=timeout)
         self._call(self._ensure_collection, build.get(index, {}))
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -172,6 +176,18 @@ class MilvusIndex:
     def drop(self) -> None:
         """Drop the whole Milvus collection."""
         self._call(self._client.drop_collection, self.collection)
+
+    def ids(self) -> Iterator[str]:
+        """Every id in the collection, a page at a time."""
+        pages = self._call(
+            self._client.query_iterator, self.collection, batch_size=QUERY_CHUNK,
+            output_fields=["id"], timeout=self._timeout,
+        )  # fmt: skip
+        try:
+            while page := self._call(pages.next):
+                yield from (row["id"] for row in page)
+        finally:
+            pages.close()
 
     # --- requests ----------------------------------------------------------------------------
     def _present(self, ids: list[str]) -> list[str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from flask import Flask, Response
 from flask.wrappers import Request
@@ -32,12 +32,16 @@ class WebConfig:
     collection: Path
     max_upload_bytes: int = 16 * MIB  # whole request; more is answered 413
     max_image_pixels: int = 40_000_000  # decompression bombs are refused before decoding
+    backend_options: dict[str, Any] = field(default_factory=dict)  # this run's connection
 
     @classmethod
-    def from_env(cls, collection: str | Path) -> WebConfig:
+    def from_env(
+        cls, collection: str | Path, backend_options: dict[str, Any] | None = None
+    ) -> WebConfig:
         """Limits from CBIR_MAX_UPLOAD_BYTES and CBIR_MAX_IMAGE_PIXELS when set."""
         return cls(
             collection=Path(collection),
+            backend_options=dict(backend_options or {}),
             max_upload_bytes=_positive_env("CBIR_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_image_pixels=_positive_env("CBIR_MAX_IMAGE_PIXELS", cls.max_image_pixels),
         )
@@ -75,7 +79,7 @@ def create_app(config: WebConfig) -> Flask:
     app.url_map.merge_slashes = False  # `/images//etc/x` is a 404, not a redirect
     app.config.update(MAX_CONTENT_LENGTH=config.max_upload_bytes)
     limits = DecodeLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_upload_bytes)
-    service = SearchService.open(config.collection, limits)
+    service = SearchService.open(config.collection, limits, config.backend_options)
     app.extensions[EXTENSION_KEY] = service
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)

@@ -81,8 +81,10 @@ class SearchService:
         self.limits = limits
 
     @classmethod
-    def open(cls, folder: Path, limits: DecodeLimits) -> SearchService:
-        collection = Collection.open(folder)
+    def open(
+        cls, folder: Path, limits: DecodeLimits, backend_options: dict[str, Any] | None = None
+    ) -> SearchService:
+        collection = Collection.open(folder, backend_options=backend_options)
         # Build the index and its lazily derived state (tie-break ranks, duplicate map) now:
         # the first request would otherwise pay for it (0.35 s on 50,000 images).
         collection.search_vectors(np.ones((1, collection.extractor.dim), np.float32), 1)
