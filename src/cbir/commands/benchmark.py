@@ -156,6 +156,14 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
             f"near-duplicate queries: {near['count']:,} (cosine >= {near['threshold']}); "
             f"see near_duplicates.tsv"
         )
+    backend = metrics.get("backend")
+    if backend is not None:
+        lines.append(
+            f"backend {backend['name']}: recall@{depth} of the exact top {depth} "
+            f"{backend[f'recall_at_{depth}_vs_exact']:.6f}, rankings identical "
+            f"{backend['identical_rankings']:.1%}; {cut} {metrics[cut]:.6f} against the "
+            f"embedded index's {backend['embedded'][cut]:.6f}"
+        )
     timings = ", ".join(f"{k} {v:.1f}" for k, v in metrics["timings"].items())
     lines.append(f"timings (s): {timings}")
     return "\n".join(lines)

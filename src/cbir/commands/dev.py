@@ -1,36 +1,52 @@
-"""`cbir dev elasticsearch start|stop|status`: a local Elasticsearch for development.
+"""`cbir dev elasticsearch|milvus start|stop|status`: local search servers for development.
 
-Downloads and verifies Elasticsearch 8.12.2 on first use (cached outside the checkout, see
-`cbir.servers`), starts one node on 127.0.0.1 and records its PID; `stop` stops that PID.
+Elasticsearch 8.12.2 is downloaded and verified on first use, Milvus 2.3.5 installed into a
+virtual environment of its own (both cached outside the checkout, see `cbir.servers`). `start`
+runs one server on 127.0.0.1 and records its PID; `stop` stops that PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+
+# engine -> (module, its name in messages, the variable that points cbir at it)
+ENGINES = {
+    "elasticsearch": ("cbir.servers.elasticsearch", "Elasticsearch", "CBIR_ELASTICSEARCH_URL"),
+    "milvus": ("cbir.servers.milvus", "Milvus", "CBIR_MILVUS_URI"),
+}
 
 
 def add_parser(commands) -> None:
-    dev = commands.add_parser("dev", help="development servers (a local Elasticsearch)")
+    dev = commands.add_parser("dev", help="development servers (Elasticsearch, Milvus)")
     engines = dev.add_subparsers(dest="engine", required=True)
-    es = engines.add_parser("elasticsearch", help="a single-node Elasticsearch on 127.0.0.1")
-    es.add_argument("action", choices=["start", "stop", "status"])
-    es.add_argument("--port", type=int, default=None, help="HTTP port (default: a free one)")
-    es.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it")
-    es.set_defaults(handler=run)
+    for engine, (_, shown, _) in ENGINES.items():
+        parser = engines.add_parser(engine, help=f"a local {shown} server")
+        parser.add_argument("action", choices=["start", "stop", "status"])
+        parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it")
+        if engine == "elasticsearch":
+            parser.add_argument("--port", type=int, default=None, help="HTTP port (default: free)")
+        parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cbir.servers import elasticsearch as es
-
+    module_name, shown, variable = ENGINES[args.engine]
+    server = importlib.import_module(module_name)
     if args.action == "start":
-        node = es.start_recorded(timeout=args.timeout, port=args.port)
-        print(f"Elasticsearch {es.VERSION} running at {node.url} (pid {node.pid})")
-        print(f"export CBIR_ELASTICSEARCH_URL={node.url}")
+        options = {"port": args.port} if args.engine == "elasticsearch" else {}
+        running = server.start_recorded(timeout=args.timeout, **options)
+        address = _address(running)
+        print(f"{shown} {server.VERSION} running at {address} (pid {running.pid})")
+        print(f"export {variable}={address}")
     elif args.action == "stop":
-        node = es.stop_recorded()
-        print(f"stopped pid {node.pid}" if node else "no recorded Elasticsearch is running")
+        running = server.stop_recorded()
+        print(f"stopped pid {running.pid}" if running else f"no recorded {shown} is running")
     else:
-        node = es.recorded()
-        print(f"running at {node.url} (pid {node.pid})" if node else "not running")
-        return 0 if node else 1
+        running = server.recorded()
+        print(f"running at {_address(running)} (pid {running.pid})" if running else "not running")
+        return 0 if running else 1
     return 0
+
+
+def _address(running) -> str:
+    return getattr(running, "url", None) or running.uri

@@ -13,7 +13,6 @@ JVM as its child: stopping sends SIGTERM to that child (by parent PID) and the l
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cbir.servers import ServerError, alive, cache_dir, children, free_port, http_ok, stop_pids
+from cbir.servers import recorded as recorded_server
 
 VERSION = "8.12.2"
 TARBALL = f"elasticsearch-{VERSION}-linux-x86_64.tar.gz"
@@ -205,37 +205,16 @@ def _log_tail(folder: Path) -> str:
 
 
 # --- a node that outlives the command that started it (`cbir dev elasticsearch`) ------------
-def _state_file() -> Path:
-    return cache_dir() / "run" / "elasticsearch.json"
-
-
 def recorded() -> RunningNode | None:
     """The node `cbir dev elasticsearch start` left running, if its PID is still that node."""
-    try:
-        state = json.loads(_state_file().read_text())
-        cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes()
-    except (OSError, ValueError, KeyError):
-        return None
-    # a recycled PID belongs to some other program: never signal it
-    if str(home()).encode() not in cmdline:
-        return None
-    return RunningNode(int(state["pid"]), state["url"], Path(state["folder"]))
+    return recorded_server.recorded("elasticsearch", home(), RunningNode)
 
 
 def start_recorded(timeout: float = START_TIMEOUT, port: int | None = None) -> RunningNode:
-    node = recorded()
-    if node is not None:
-        return node
-    node = start(timeout, port)
-    _state_file().parent.mkdir(parents=True, exist_ok=True)
-    state = {"pid": node.pid, "url": node.url, "folder": str(node.folder)}
-    _state_file().write_text(json.dumps(state))
-    return node
+    return recorded_server.start(
+        "elasticsearch", lambda node: node.url, lambda: start(timeout, port), recorded
+    )
 
 
 def stop_recorded() -> RunningNode | None:
-    node = recorded()
-    if node is not None:
-        node.stop()
-    _state_file().unlink(missing_ok=True)
-    return node
+    return recorded_server.stop("elasticsearch", recorded)

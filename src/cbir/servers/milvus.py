@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cbir.servers import ServerError, alive, cache_dir, children, free_port, port_open, stop_pids
+from cbir.servers import recorded as recorded_server
 
 VERSION = "2.3.5"
 START_TIMEOUT = 60.0  # answers after ~7.5 s on an idle machine
+# Its embedded etcd ignores --etcd-port for its own listeners and always binds 2379 (clients)
+# and 2380 (peers) on 127.0.0.1: one Milvus 2.3.5 server per machine.
+EMBEDDED_ETCD_PORT = 2380
 PORT_FLAGS = (  # every port the standalone server opens, so that each run gets free ones
     "--proxy-port",
     "--proxy-internal-port",
@@ -119,3 +123,19 @@ def _answers(uri: str) -> bool:
         return True
     except (MilvusException, OSError):
         return False
+
+
+# --- a server that outlives the command that started it (`cbir dev milvus`) -----------------
+def recorded() -> RunningServer | None:
+    """The server `cbir dev milvus start` left running, if its PID is still that server."""
+    return recorded_server.recorded("milvus", venv(), RunningServer)
+
+
+def start_recorded(timeout: float = START_TIMEOUT) -> RunningServer:
+    return recorded_server.start(
+        "milvus", lambda server: server.uri, lambda: start(timeout), recorded
+    )
+
+
+def stop_recorded() -> RunningServer | None:
+    return recorded_server.stop("milvus", recorded)
