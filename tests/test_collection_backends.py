@@ -25,7 +25,10 @@ N = 120
 
 
 def records(ids: range, prefix: str = "img") -> list[ImageRecord]:
-    return [ImageRecord(f"{prefix}-{i}", None, str(i % 3), f"{i:064x}") for i in ids]
+    return [
+        ImageRecord(f"{prefix}-{i}", f"/gone/{prefix}-{i}.png", str(i % 3), f"{i:064x}")
+        for i in ids
+    ]
 
 
 def vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -262,3 +265,26 @@ def test_cli_index_search_and_benchmark_through_elasticsearch(
     assert {"backend_index_s", "backend_search_s", "index_s", "search_s"} <= set(metrics["timings"])
     with Collection.open(collection) as opened:
         opened.drop_server_index()
+
+
+def test_verify_finds_a_drifted_server_and_repair_fixes_it(make_collection):
+    data = vectors(N)
+    collection = make_collection()
+    collection.add(records(range(N)), data)
+    collection.index.delete(["img-3", "img-4"])  # lost on the server
+    folder = collection.folder
+    collection.close()
+    cbir = [sys.executable, "-m", "cbir.cli"]
+    damaged = subprocess.run(
+        [*cbir, "verify", "-c", str(folder), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert damaged.returncode == 1, damaged.stderr
+    report = json.loads(damaged.stdout)
+    assert report["counts"]["server_vectors"] == N - 2
+    assert any("2 ids missing from the server index" in p for p in report["problems"])
+    repaired = subprocess.run(
+        [*cbir, "verify", "-c", str(folder), "--repair"], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "sent 2 vectors" in repaired.stdout

@@ -265,7 +265,7 @@ class Collection:
     def sync_server_index(self) -> SyncReport:
         """Bring a server backend up to date now (what a writer does after each commit and
         when it first uses the index); waits for the writer lock like any write."""
-        if not self._keeps_data:
+        if not self.keeps_vectors_on_server:
             raise CollectionError(f"{self.folder} keeps its vectors in its own folder")
         if self._lock is None:
             raise CollectionError(f"{self.folder} was opened read-only")
@@ -275,7 +275,7 @@ class Collection:
     def drop_server_index(self) -> None:
         """Delete this collection's index on its server (Elasticsearch, Milvus), for a
         collection that is being thrown away; the folder itself is left to the caller."""
-        if not self._keeps_data:
+        if not self.keeps_vectors_on_server:
             raise CollectionError(f"{self.folder} keeps its vectors in its own folder")
         with self._mutex:
             index = self._index or self._new_index()[0]
@@ -348,7 +348,7 @@ class Collection:
             due = time.monotonic() - self._manifest_written_at >= MANIFEST_EVERY_S
             if due or not self._lifetime_writer:
                 self._write_manifest()
-            if self._keeps_data:
+            if self.keeps_vectors_on_server:
                 self._sync_backend(removed)
             else:
                 self._catch_up()
@@ -386,14 +386,15 @@ class Collection:
         changed. Cheap when nothing did: readers such as the web server call it before every
         read."""
         with self._mutex:
-            if self._index is not None and not self._keeps_data:
+            if self._index is not None and not self.keeps_vectors_on_server:
                 return self._catch_up()
             generation = self._db.generation()
             changed, self._generation = generation != self._generation, generation
             return changed
 
     @property
-    def _keeps_data(self) -> bool:
+    def keeps_vectors_on_server(self) -> bool:
+        """The backend is a server (Elasticsearch, Milvus) holding the vectors between runs."""
         return _keeps_data(backend_class(self.manifest["backend"]["name"]))
 
     def _new_index(self) -> tuple[VectorIndex, str]:
@@ -431,7 +432,7 @@ class Collection:
         self._generation, self._deletions = read_state(self._db.conn)
 
     def _load_index(self) -> None:
-        if self._keeps_data:
+        if self.keeps_vectors_on_server:
             self._connect_server_index()
             return
         index, _ = self._new_index()

@@ -8,7 +8,9 @@ Problems (the collection is damaged):
   - vectors that are not of the manifest's dimension, or hold NaN / infinity;
   - images with no file of their own whose stored bytes are missing or do not match their
     sha256;
-  - manifest counts that disagree with the database at the generation the manifest names.
+  - manifest counts that disagree with the database at the generation the manifest names;
+  - a server backend (Elasticsearch, Milvus) that cannot be reached, or whose ids differ from
+    the database's (the next writer, or `cbir verify --repair`, brings it back in step).
 Notes (the collection is sound):
   - a manifest behind the database: a writer stopped between a commit and the manifest
     rewrite; the next writer brings it up to date;
@@ -36,6 +38,8 @@ from cbir.collection import (
 from cbir.database import Database, read_state, read_vectors
 from cbir.errors import CbirError, CollectionError
 from cbir.image_store import sha256_bytes
+from cbir.index import backend_class
+from cbir.index.settings import settings_at_open
 
 SHOWN = 5  # ids quoted per finding
 
@@ -77,6 +81,7 @@ def verify_collection(folder: str | Path) -> VerifyReport:
     try:
         with db.snapshot() as conn:
             _check_database(conn, manifest, report)
+            _check_server(folder, manifest, conn, report)
     except sqlite3.Error as error:
         report.problems.append(f"{METADATA} cannot be read: {error}")
     finally:
@@ -156,6 +161,29 @@ def _check_manifest(manifest: dict, count: int, generation: int, report: VerifyR
             f"the manifest counts {counted} images at generation {generation}, the database "
             f"holds {count}"
         )
+
+
+def _check_server(folder: Path, manifest: dict, conn: sqlite3.Connection, report) -> None:
+    """A server backend holds exactly the database's ids (it is a replica of them)."""
+    backend = manifest["backend"]
+    backend_type = backend_class(backend["name"])
+    if not getattr(backend_type, "keeps_data", False):
+        return
+    settings, location = settings_at_open(backend["name"], backend.get("settings", {}), folder)
+    try:
+        index = backend_type(dim=manifest["dim"], metric=manifest["metric"], **settings)
+        try:
+            remote = set(index.ids())
+        finally:
+            index.close()
+    except CbirError as error:
+        report.problems.append(f"backend {location}: {error}")
+        return
+    live = {row[0] for row in conn.execute("SELECT id FROM vectors")}
+    report.counts["server_vectors"] = len(remote)
+    for what, ids in (("missing from", live - remote), ("extra on", remote - live)):
+        if ids:
+            _report_ids(report.problems, f"ids {what} the server index ({location})", sorted(ids))
 
 
 def _report_ids(out: list[str], what: str, ids: list[str]) -> None:

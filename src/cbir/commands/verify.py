@@ -13,6 +13,11 @@ def add_parser(commands) -> None:
     )
     verify.add_argument("--collection", "-c", required=True, type=Path, help="collection folder")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--repair", action="store_true",
+        help="first bring a server backend (Elasticsearch, Milvus) back in step with the "
+        "collection's database, as the next writer would",
+    )  # fmt: skip
     verify.set_defaults(handler=run)
 
 
@@ -20,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0: consistent; 1: damaged (the report says how); 2: no collection there."""
     from cbir.integrity import verify_collection
 
+    if args.repair:
+        _repair(args.collection)
     report = verify_collection(args.collection)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
@@ -33,3 +40,14 @@ def run(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(f"  note: {note}")
     return 0 if report.ok else 1
+
+
+def _repair(folder: Path) -> None:
+    from cbir.collection import Collection
+
+    with Collection.open(folder) as collection:
+        if not collection.keeps_vectors_on_server:
+            print(f"{folder}: nothing to repair (its vectors live in the collection itself)")
+            return
+        done = collection.sync_server_index()
+        print(f"{folder}: sent {done.sent:,} vectors to the server, removed {done.removed:,}")

@@ -15,7 +15,9 @@ VectorIndex order. Strong consistency: a search right after an add or delete see
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,6 +35,19 @@ MAX_ID_LENGTH = 512
 INSERT_CHUNK = 2_000
 QUERY_CHUNK = 1_000  # ids per `get`
 SEARCH_CHUNK = 256  # queries per search request (responses carry every candidate's vector)
+
+
+# Milvus Lite has no timestamp service, so every query_iterator warns that it takes the
+# client's clock instead: harmless (a Lite file has one writer), and noise on every sync.
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(
+    lambda record: "mvccTs" not in record.getMessage()
+)
+_lite_users: Counter[str] = Counter()  # open indexes per Milvus Lite file in this process
+
+
+def lite_path(uri: str) -> str | None:
+    """The absolute path of a Milvus Lite file URI, None for a server."""
+    return os.path.abspath(uri) if uri.endswith(".db") and "://" not in uri else None
 
 
 class MilvusIndex:
@@ -77,7 +92,19 @@ class MilvusIndex:
             "params": {"IVF_FLAT": {"nprobe": nprobe}, "HNSW": {"ef": ef}}.get(index, {}),
         }
         token = os.environ.get("CBIR_MILVUS_TOKEN", "")
-        self._client = self._call(pymilvus.MilvusClient, self.uri, token=token, timeout=timeout)
+        self._lite = lite_path(self.uri)
+        try:
+            self._client = self._call(pymilvus.MilvusClient, self.uri, token=token, timeout=timeout)
+        except CbirError as error:
+            if self._lite is not None:
+                raise CbirError(
+                    f"cannot open the Milvus Lite file {self.uri}: Milvus Lite serves one "
+                    "process at a time, so another process may hold it (stop it, or use a "
+                    f"Milvus server for concurrent access). {error}"
+                ) from error
+            raise
+        if self._lite is not None:
+            _lite_users[self._lite] += 1
         self._call(self._ensure_collection, build.get(index, {}))
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -172,6 +199,15 @@ class MilvusIndex:
 
     def close(self) -> None:
         self._client.close()
+        if self._lite is not None and _lite_users[self._lite] > 0:
+            _lite_users[self._lite] -= 1
+            if _lite_users[self._lite] == 0:
+                # Milvus Lite runs its server inside this process until exit, holding the
+                # file's lock: release it, so that other processes (cbir verify, a later
+                # `cbir index`) can open the collection while this one goes on.
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self._lite)
 
     def drop(self) -> None:
         """Drop the whole Milvus collection."""
