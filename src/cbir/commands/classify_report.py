@@ -22,6 +22,16 @@ def add_parser(commands) -> None:
     parser.add_argument("--test", type=int, default=2000, help="test images (default 2000)")
     parser.add_argument("--fusions", default=None, help="comma-separated, e.g. hog+sift,bovw")
     parser.add_argument(
+        "--classifiers", default=None,
+        help="comma-separated, from gaussian_nb, logistic_regression, knn, linear_svm, "
+        "random_forest (default all)",
+    )  # fmt: skip
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    parser.add_argument(
+        "--full-grid", action="store_true",
+        help="the larger grids, close to the reference's (slow: hours for random_forest)",
+    )  # fmt: skip
+    parser.add_argument(
         "--bovw-param", "-p", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
         help="parameter of the bovw features, repeatable",
     )  # fmt: skip
@@ -35,13 +45,19 @@ def run(args: argparse.Namespace) -> int:
     from cbir.datasets import load_cifar10
     from cbir.evaluation.results import write_classification
     from cbir.features.classical_report import (
+        CLASSIFIERS,
         FUSIONS,
+        check_classifiers,
         classification_rows,
         csv_table,
         feature_blocks,
         markdown_table,
     )
 
+    # checked before the minutes of feature extraction
+    classifiers = check_classifiers(
+        tuple(args.classifiers.split(",")) if args.classifiers else CLASSIFIERS
+    )
     data = load_cifar10(args.data)
     rng = np.random.default_rng(args.seed)
     train = np.sort(rng.choice(len(data.train.images), min(args.train, len(data.train.images)),
@@ -54,10 +70,14 @@ def run(args: argparse.Namespace) -> int:
     blocks = feature_blocks(
         data.train.images[train], train_labels, data.test.images[test], dict(args.bovw_param)
     )
-    rows = classification_rows(blocks, train_labels, test_labels, fusions, seed=args.seed)
+    rows = classification_rows(
+        blocks, train_labels, test_labels, fusions, classifiers,
+        folds=args.folds, seed=args.seed, full_grid=args.full_grid,
+    )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     selection = (
-        f"3-fold grid search on {len(train):,} training images; tested on {len(test):,} images"
+        f"{args.folds}-fold stratified grid search ({'full' if args.full_grid else 'small'} "
+        f"grid) on {len(train):,} training images; tested on {len(test):,} images"
     )
     write_classification(args.out, rows, dataset="CIFAR-10 (JPEG mirror)", selection=selection)
     table = markdown_table(rows)
