@@ -119,8 +119,9 @@ def run_benchmark(
             "every class needs at least two images"
         )
 
-    with timer.section("extract_s"):
+    with timer.section("fit_s"):  # 0 for extractors that learn nothing
         fit_note = _fit(extractor, index_set, leave_one_out_queries, fitted_on)
+    with timer.section("extract_s"):
         # Class fusion: index vectors carry the TRUE class, queries only the predicted one, so
         # leave-one-out queries must be described apart (else their own labels leak in).
         fused = getattr(extractor, "uses_index_labels", False)
