@@ -67,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
                               replace=False))  # fmt: skip
     fusions = tuple(args.fusions.split(",")) if args.fusions else FUSIONS
     train_labels, test_labels = data.train.labels[train], data.test.labels[test]
+    needed = {part for fusion in fusions for part in fusion.split("+")}
     blocks = feature_blocks(
-        data.train.images[train], train_labels, data.test.images[test], dict(args.bovw_param)
-    )
+        data.train.images[train], train_labels, data.test.images[test], dict(args.bovw_param),
+        needed,
+    )  # fmt: skip
     rows = classification_rows(
         blocks, train_labels, test_labels, fusions, classifiers,
         folds=args.folds, seed=args.seed, full_grid=args.full_grid,

@@ -82,19 +82,35 @@ def grid(name: str, full: bool = False) -> dict[str, list[Any]]:
 
 
 def feature_blocks(
-    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, bovw_params: dict[str, Any]
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    test: np.ndarray,
+    bovw_params: dict[str, Any],
+    needed: set[str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (train, test) features for hog, gch, sift (reference 400-word counts), bovw;
-    vocabularies are learnt on the training images only."""
-    hog, gch = get_extractor("hog"), get_extractor("gch")
-    reference = get_extractor("bovw-reference", class_fusion=False).fit(train)
-    dense = get_extractor("bovw", class_fusion=False, **bovw_params).fit(train, train_labels)
-    return {
-        "hog": (hog.transform(train), hog.transform(test)),
-        "gch": (gch.transform(train), gch.transform(test)),
-        "sift": (reference.word_histograms(train), reference.word_histograms(test)),
-        "bovw": (dense.features(train), dense.features(test)),
+    """name -> (train, test) features for hog, gch, sift (reference 400-word counts), bovw
+    (only the `needed` ones, default all); vocabularies are learnt on the training images."""
+
+    def reference():
+        return get_extractor("bovw-reference", class_fusion=False).fit(train)
+
+    def dense():
+        return get_extractor("bovw", class_fusion=False, **bovw_params).fit(train, train_labels)
+
+    makers = {
+        "hog": lambda: get_extractor("hog").transform,
+        "gch": lambda: get_extractor("gch").transform,
+        "sift": lambda: reference().word_histograms,
+        "bovw": lambda: dense().features,
     }
+    unknown = sorted(set(needed or ()) - set(makers))
+    if unknown:
+        raise UnknownNameError(f"unknown feature block(s) {unknown}; choose from {list(makers)}")
+    blocks = {}
+    for name in needed or makers:
+        describe = makers[name]()  # fits what needs fitting, on the training images only
+        blocks[name] = (describe(train), describe(test))
+    return blocks
 
 
 def classification_rows(
