@@ -19,11 +19,15 @@ def test_tuning_needs_a_validation_slice() -> None:
 
 def test_tiny_search_with_asha(tmp_path) -> None:
     pytest.importorskip("ray.tune", reason="Ray Tune not installed: pip install 'cbir[tune]'")
+    import ray
+
     from cbir.features.cnn.tune import search
 
+    assert not ray.is_initialized()
     base = TrainConfig(arch_options=TINY_AIRBENCH, epochs=2, batch_size=32, val_split=0.25,
                        tta=0)  # fmt: skip
     result = search(*colour_dataset(64), {"lr": [2.0, 11.5]}, base, storage=tmp_path)
     assert result["best"]["lr"] in (2.0, 11.5)
     assert len(result["trials"]) == 2
     assert 0.0 <= result["val_acc"] <= 1.0
+    assert not ray.is_initialized()  # the Ray it started is stopped: later users start their own

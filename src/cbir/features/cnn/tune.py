@@ -67,10 +67,26 @@ def search(
     if unknown:
         raise CbirError(f"unknown training parameter(s) to tune: {', '.join(sorted(unknown))}")
     ray, tune = _ray()
+    started = not ray.is_initialized()  # a Ray we start is ours to stop; a joined one is not
+    if started:
+        ray.init(num_cpus=concurrent, include_dashboard=False, log_to_driver=False)
+    try:
+        return _search(
+            tune, space, base, images, labels, concurrent=concurrent, num_samples=num_samples,
+            grace_period=grace_period, storage=storage,
+        )  # fmt: skip
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _search(
+    tune: Any, space: dict[str, list[Any]], base: TrainConfig, images: np.ndarray,
+    labels: np.ndarray, *, concurrent: int, num_samples: int, grace_period: int,
+    storage: Path | None,
+) -> dict[str, Any]:  # fmt: skip
     from ray.tune.schedulers import ASHAScheduler
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=concurrent, include_dashboard=False, log_to_driver=False)
     threads = max(1, base.threads // concurrent)
     fixed = {**dataclasses.asdict(base), "threads": threads}
     trainable = tune.with_resources(
