@@ -48,6 +48,8 @@ class BackendSync:
         self.db, self.index, self.location, self.dim = db, index, location, dim
         self.keeps_lock = keeps_lock
         self.trusted = False  # this object's last sync ran under a lock held ever since
+        with db.transaction(bump=False) as conn:  # collections made before syncing existed
+            conn.execute(SYNC_TABLE)
 
     def run(self, deleted: Sequence[str] | None = None) -> SyncReport:
         """Send what the server is missing. `deleted`: the ids the caller's own last commit
@@ -84,8 +86,7 @@ class BackendSync:
 
     def _recorded(self) -> tuple[int, int | None]:
         """(seq sent up to, deletion counter seen); (0, None) for a location never synced."""
-        with self.db.transaction(bump=False) as conn:
-            conn.execute(SYNC_TABLE)
+        with self.db.snapshot() as conn:
             row = conn.execute(
                 "SELECT seq, deletions FROM backend_sync WHERE location = ?", (self.location,)
             ).fetchone()

@@ -58,7 +58,7 @@ from cbir.database import (
 from cbir.errors import CbirError, CollectionError, DimensionMismatchError
 from cbir.features import Extractor, load_extractor
 from cbir.image_store import ImageStore, get_blob, put_blobs
-from cbir.index import DEFAULT_BACKEND, VectorIndex, backend_class
+from cbir.index import DEFAULT_BACKEND, VectorIndex, backend_class, keeps_own_data
 from cbir.index.base import check_vectors
 from cbir.index.settings import settings_at_open, settings_for_new_collection
 from cbir.locking import CollectionBusyError, WriterLock, default_timeout
@@ -135,6 +135,8 @@ class Collection:
         # seq loaded, and the database state it reflects.
         self._index: VectorIndex | None = None
         self._backend_options = dict(backend_options or {})
+        # The backend is a server (Elasticsearch, Milvus) holding the vectors between runs.
+        self.keeps_vectors_on_server = keeps_own_data(manifest["backend"]["name"])
         self._sync: BackendSync | None = None  # for a backend that keeps its own data
         self._seqs: dict[str, int] = {}
         self._last_seq = 0
@@ -158,7 +160,7 @@ class Collection:
         folder = Path(folder)
         backend_type = backend_class(backend)
         settings = settings_for_new_collection(backend, backend_settings or {})
-        if not _keeps_data(backend_type):
+        if not keeps_own_data(backend):
             backend_type(dim=extractor.dim, metric=metric, **settings).close()
             # (an unknown backend or bad settings fail before anything is written)
         _refuse_existing(folder)
@@ -166,7 +168,7 @@ class Collection:
         lock = _take_lock(folder, lock_timeout)
         try:
             _refuse_existing(folder)  # again: another writer may have made one meanwhile
-            if _keeps_data(backend_type):  # creates its index on the server
+            if keeps_own_data(backend):  # creates its index on the server
                 given = backend_settings or {}  # given now: they beat the environment
                 constructor_settings, _ = settings_at_open(backend, settings, folder, given)
                 backend_type(dim=extractor.dim, metric=metric, **constructor_settings).close()
@@ -392,11 +394,6 @@ class Collection:
             changed, self._generation = generation != self._generation, generation
             return changed
 
-    @property
-    def keeps_vectors_on_server(self) -> bool:
-        """The backend is a server (Elasticsearch, Milvus) holding the vectors between runs."""
-        return _keeps_data(backend_class(self.manifest["backend"]["name"]))
-
     def _new_index(self) -> tuple[VectorIndex, str]:
         """The backend's index, and the location of its data."""
         backend = self.manifest["backend"]
@@ -611,11 +608,6 @@ def _open_database(folder: Path, read_only: bool) -> Database:
             f"{folder}: {METADATA} is unreadable ({error}); run `cbir verify` for details"
         ) from None
     return db
-
-
-def _keeps_data(backend_type: type) -> bool:
-    """A backend that holds its vectors itself (a server), so is synced rather than rebuilt."""
-    return getattr(backend_type, "keeps_data", False)
 
 
 def _take_lock(folder: Path, timeout: float | None) -> WriterLock:

@@ -38,7 +38,7 @@ from cbir.collection import (
 from cbir.database import Database, read_state, read_vectors
 from cbir.errors import CbirError, CollectionError
 from cbir.image_store import sha256_bytes
-from cbir.index import backend_class
+from cbir.index import backend_class, keeps_own_data
 from cbir.index.settings import settings_at_open
 
 SHOWN = 5  # ids quoted per finding
@@ -166,9 +166,9 @@ def _check_manifest(manifest: dict, count: int, generation: int, report: VerifyR
 def _check_server(folder: Path, manifest: dict, conn: sqlite3.Connection, report) -> None:
     """A server backend holds exactly the database's ids (it is a replica of them)."""
     backend = manifest["backend"]
-    backend_type = backend_class(backend["name"])
-    if not getattr(backend_type, "keeps_data", False):
+    if not keeps_own_data(backend["name"]):
         return
+    backend_type = backend_class(backend["name"])
     settings, location = settings_at_open(backend["name"], backend.get("settings", {}), folder)
     try:
         index = backend_type(dim=manifest["dim"], metric=manifest["metric"], **settings)

@@ -30,8 +30,17 @@ def backend_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def keeps_own_data(name: str) -> bool:
+    """A backend that holds its vectors itself (a server), so a collection syncs it instead
+    of rebuilding it from its database at every open."""
+    return getattr(backend_class(name), "keeps_data", False)
+
+
 def create_index(name: str, dim: int, metric: str = "cosine", **settings: Any) -> VectorIndex:
     return backend_class(name)(dim=dim, metric=metric, **settings)
 
 
-__all__ = ["DEFAULT_BACKEND", "VectorIndex", "available", "backend_class", "create_index"]
+__all__ = [
+    "DEFAULT_BACKEND", "VectorIndex", "available", "backend_class", "create_index",
+    "keeps_own_data",
+]  # fmt: skip

@@ -40,6 +40,21 @@ class VectorIndex(Protocol):
     def close(self) -> None: ...
 
 
+def check_dim_and_metric(dim: object, metric: str) -> int:
+    """What every backend's constructor checks: a positive integer dimension, a known metric."""
+    if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
+        raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
+    if metric not in METRICS:
+        raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    return int(dim)
+
+
+def check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+        raise CbirError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
 def check_vectors(vectors: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
     """(N, dim) float32, C-contiguous, finite; a clear error otherwise."""
     array = np.asarray(vectors, dtype=np.float32)

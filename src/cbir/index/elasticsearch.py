@@ -24,8 +24,8 @@ import numpy as np
 
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import elasticsearch_requests as req
-from cbir.index.base import METRICS, check_ids, check_new_entries, quote
-from cbir.index.remote import as_results, check_k, fetch_size, prepare, rescore
+from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
+from cbir.index.remote import as_results, fetch_size, prepare, rescore
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 SEARCH_MODES = ("exact", "knn")
@@ -54,17 +54,14 @@ class ElasticsearchIndex:
     ) -> None:
         import elasticsearch  # optional dependency, imported when the backend is used
 
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
+        dim = check_dim_and_metric(dim, metric)
         if dim > req.MAX_DIMS:
             raise DimensionMismatchError(
                 f"Elasticsearch indexes at most {req.MAX_DIMS}-d vectors; this index needs {dim}"
             )
-        if metric not in METRICS:
-            raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
         if search not in SEARCH_MODES:
             raise CbirError(f"unknown search {search!r}; choose one of: {', '.join(SEARCH_MODES)}")
-        self.dim = int(dim)
+        self.dim = dim
         self.metric = metric
         self.index_name = index_name
         self.search_mode = search
@@ -183,13 +180,7 @@ class ElasticsearchIndex:
             self._client, index=self.index_name, query={"query": {"match_all": {}}},
             _source=False, size=5000,
         )  # fmt: skip
-        try:
-            for hit in hits:
-                yield hit["_id"]
-        except self._errors.ConnectionError as error:
-            raise CbirError(f"Elasticsearch is not reachable at {self.url}: {error}") from error
-        except self._errors.ApiError as error:
-            raise CbirError(f"Elasticsearch refused the request: {error}") from error
+        return iter(self._call(lambda: [hit["_id"] for hit in hits]))
 
     def drop(self) -> None:
         """Delete the whole Elasticsearch index (tests, `cbir` collection removal)."""

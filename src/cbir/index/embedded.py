@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from cbir.errors import CbirError, CollectionError
+from cbir.errors import CollectionError
 from cbir.index.base import (
-    METRICS,
+    check_dim_and_metric,
     check_ids,
+    check_k,
     check_new_entries,
     check_saved_ids,
     check_vectors,
@@ -56,11 +57,8 @@ class ExactIndex:
     """Exact inner-product (or cosine) search over float32 vectors, trec_eval ordering."""
 
     def __init__(self, dim: int, metric: str = "cosine") -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
-        if metric not in METRICS:
-            raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-        self.dim = int(dim)
+        dim = check_dim_and_metric(dim, metric)
+        self.dim = dim
         self.metric = metric
         # Rows [0, count) of the buffer are the vectors in storage (insertion) order; spare
         # rows make repeated small adds amortised O(1).
@@ -173,8 +171,7 @@ class ExactIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         """Top-k ids and float32 scores (Q, min(k, N)) per query, in trec_eval order."""
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise CbirError(f"k must be a positive integer, got {k!r}")
+        check_k(k)
         queries = self._prepare_queries(queries)
         k = min(int(k), self._count)
         if k == 0:

@@ -40,8 +40,9 @@ import numpy as np
 
 from cbir.errors import CbirError, CollectionError
 from cbir.index.base import (
-    METRICS,
+    check_dim_and_metric,
     check_ids,
+    check_k,
     check_new_entries,
     check_saved_ids,
     check_vectors,
@@ -83,11 +84,8 @@ class FaissIndex:
     """VectorIndex over faiss: exact (flat), HNSW or IVF-PQ candidates, exact scores."""
 
     def __init__(self, dim: int, metric: str = "cosine", index: str = "auto", search: str = ""):
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
-        if metric not in METRICS:
-            raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-        self.dim = int(dim)
+        dim = check_dim_and_metric(dim, metric)
+        self.dim = dim
         self.metric = metric
         self.spec = parse_spec(index)
         if self.spec.kind == "ivfpq" and self.dim % self.spec.params["m"]:
@@ -220,8 +218,7 @@ class FaissIndex:
     # --- search ------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         """Top-k ids and float32 scores (Q, min(k, len)) per query, in trec_eval order."""
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-            raise CbirError(f"k must be a positive integer, got {k!r}")
+        check_k(k)
         queries = check_vectors(queries, self.dim, what="queries")
         if self.metric == "cosine":
             queries = l2_normalise(queries)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from cbir.errors import CbirError, DimensionMismatchError
-from cbir.index.base import METRICS, check_ids, check_new_entries, quote
-from cbir.index.remote import as_results, check_k, fetch_size, prepare, rescore
+from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
+from cbir.index.remote import as_results, fetch_size, prepare, rescore
 
 DEFAULT_URI = "milvus.db"
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
@@ -71,15 +71,12 @@ class MilvusIndex:
     ) -> None:
         import pymilvus  # optional dependency, imported when the backend is used
 
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise CbirError(f"index dimension must be a positive integer, got {dim!r}")
+        dim = check_dim_and_metric(dim, metric)
         if dim > MAX_DIM:
             raise DimensionMismatchError(f"Milvus holds at most {MAX_DIM}-d vectors, not {dim}")
-        if metric not in METRICS:
-            raise CbirError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
         if index not in INDEX_TYPES:
             raise CbirError(f"unknown Milvus index {index!r}; choose one of: {INDEX_TYPES}")
-        self.dim = int(dim)
+        self.dim = dim
         self.metric = metric
         self.uri = uri or os.environ.get("CBIR_MILVUS_URI") or DEFAULT_URI
         self.collection = collection

@@ -14,17 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cbir.errors import CbirError
 from cbir.index.base import check_vectors, l2_normalise, order_hits
 
 TIE_TOLERANCE = 1e-4  # relative; server scores differ from ours by float rounding only
 MIN_OVERFETCH = 8
-
-
-def check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
-        raise CbirError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 def prepare(vectors: np.ndarray, dim: int, metric: str, what: str = "vectors") -> np.ndarray:

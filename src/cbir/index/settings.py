@@ -52,13 +52,11 @@ def check_storable(settings: dict[str, Any]) -> None:
 def settings_for_new_collection(backend: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The settings a new collection records: the given ones, plus, for a server backend, the
     connection in effect now and an index name of its own."""
-    check_storable(settings)
-    if backend not in CONNECTIONS:
-        return dict(settings)
-    connection, variable, name_key = CONNECTIONS[backend]
     stored = dict(settings)
-    stored.setdefault(connection, os.environ.get(variable) or DEFAULT_CONNECTION[backend])
-    stored.setdefault(name_key, f"cbir_{secrets.token_hex(6)}")
+    if backend in CONNECTIONS:
+        connection, variable, name_key = CONNECTIONS[backend]
+        stored.setdefault(connection, os.environ.get(variable) or DEFAULT_CONNECTION[backend])
+        stored.setdefault(name_key, f"cbir_{secrets.token_hex(6)}")
     check_storable(stored)  # the environment's URL, too, must not carry a password
     return stored
 
