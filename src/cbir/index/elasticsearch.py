@@ -30,6 +30,7 @@ from cbir.index.remote import as_results, fetch_size, prepare, rescore
 DEFAULT_URL = "http://127.0.0.1:9200"
 SEARCH_MODES = ("exact", "knn")
 BULK_CHUNK = 500  # documents per bulk request
+BULK_RETRIES = 3  # with exponential back-off from 1 s
 MSEARCH_CHUNK = 64  # queries per msearch request
 
 
@@ -214,6 +215,8 @@ class ElasticsearchIndex:
             raise_on_error=False,
             raise_on_exception=False,
             refresh=True,
+            max_retries=BULK_RETRIES,  # documents refused with 429 (queue full) are sent again
+            initial_backoff=1,
         )
         for ok, item in self._call(list, results):
             if on_item is not None:
