@@ -7,7 +7,7 @@ CBIR_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export CBIR_DATA_DIR
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: setup chromium test demo lint format clean
+.PHONY: setup chromium test test-vision demo lint format clean
 
 setup: $(VENV)/.installed chromium
 
@@ -29,6 +29,26 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# User-supplied torchvision / timm networks. PyPI's torchvision fails to load beside the CPU
+# torch 2.13.0 of .venv, so they are tested in an environment of their own: torch 2.14.1 and
+# torchvision 0.29.1 (pip takes both from this machine's disk, ~5.5 GB), timm, and the
+# project's other dependencies (everything but torch, read from pyproject.toml).
+VISION_VENV := .venv-vision
+$(VISION_VENV)/.installed: pyproject.toml
+	test -x $(VISION_VENV)/bin/python || $(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VISION_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 timm
+	$(VISION_VENV)/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print("\n".join(r for r in p["dependencies"] if not r.startswith("torch")))' \
+	  > $(VISION_VENV)/requirements.txt
+	$(VISION_VENV)/bin/python -m pip install --quiet -r $(VISION_VENV)/requirements.txt pytest
+	$(VISION_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+test-vision: $(VISION_VENV)/.installed
+	CBIR_EXPECT_TORCHVISION=1 $(VISION_VENV)/bin/python -m pytest -p no:cacheprovider \
+	  tests/features/cnn/test_zoo_models.py
+
 # The demo: CIFAR-10's training set indexed with the default extractor (the first run takes
 # about a minute; later runs find every image already indexed), then the search page.
 DEMO_EXTRACTOR ?= gch
@@ -45,4 +65,4 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) $(VISION_VENV) runs .pytest_cache build src/*.egg-info

@@ -33,7 +33,10 @@ def _striped(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     [
         ("bovw-reference", FAST_REFERENCE),
         ("bovw-reference", {**FAST_REFERENCE, "descriptor": "orb"}),
+        ("bovw-reference", {**FAST_REFERENCE, "tfidf": True}),
         ("bovw", FAST_BOVW),
+        ("bovw", {**FAST_BOVW, "tfidf": False}),
+        ("bovw", {**FAST_BOVW, "projection": "lda"}),
         ("bovw", {**FAST_BOVW, "descriptor": "rootsift", "stride": 8}),
     ],
 )
@@ -48,12 +51,10 @@ def test_class_fusion_uses_true_labels_for_index_and_predictions_for_queries(
     index = extractor.transform_index(images, wrong)
     queries = extractor.transform(images)
     assert index.shape == queries.shape == (len(images), extractor.dim)
-    onehot = slice(extractor.feature_dim, extractor.dim)
+    onehot = slice(extractor.ranked_dim, extractor.dim)
     np.testing.assert_array_equal(index[:, onehot].argmax(1), wrong)  # the given labels
     np.testing.assert_array_equal(queries[:, onehot].argmax(1), extractor.predict(images))
-    np.testing.assert_allclose(
-        index[:, : extractor.feature_dim], queries[:, : extractor.feature_dim]
-    )
+    np.testing.assert_allclose(index[:, : extractor.ranked_dim], queries[:, : extractor.ranked_dim])
 
     extractor.save(tmp_path)
     loaded = load_extractor(tmp_path)
@@ -103,3 +104,42 @@ def test_one_class_is_a_clear_error():
     images, labels = _striped()
     with pytest.raises(CbirError, match="every class"):
         get_extractor("bovw", classes=3, **FAST_BOVW).fit(images[:20], labels[:20])
+
+
+@pytest.mark.parametrize("name", ["bovw-reference", "bovw"])
+def test_tfidf_weights_come_from_the_index_images_and_change_the_vectors(name):
+    images, labels = _striped()
+    params = {**(FAST_REFERENCE if name == "bovw-reference" else FAST_BOVW), "classes": 3}
+    weighted = get_extractor(name, **params, tfidf=True, idf_images=25).fit(images, labels)
+    plain = get_extractor(name, **params, tfidf=False).fit(images, labels)
+    assert plain.idf_ is None
+    idf = weighted.idf_
+    assert idf.shape == (8,) and (idf >= 1.0).all()  # smoothed: never below 1
+    assert idf.max() <= np.log(26) + 1  # 25 sampled images, at most 1 + ln(26) for no image
+    same = weighted.transform(images)[:, : weighted.feature_dim]
+    other = plain.transform(images)[:, : plain.feature_dim]
+    assert same.shape == other.shape and not np.allclose(same, other)
+
+
+def test_lda_projection_without_fusion_ranks_by_class_separating_directions(tmp_path):
+    images, labels = _striped(n_per_class=30)
+    extractor = get_extractor("bovw", **FAST_BOVW, classes=3, class_fusion=False,
+                              projection="lda").fit(images, labels)  # fmt: skip
+    assert not extractor.uses_index_labels  # the index needs no labels, only the fit did
+    vectors = extractor.transform(images)
+    assert vectors.shape == (len(images), 2) == (len(images), extractor.dim)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = similarity.argmax(axis=1)
+    assert (labels[nearest] == labels).mean() > 0.9
+    extractor.save(tmp_path)
+    np.testing.assert_allclose(load_extractor(tmp_path).transform(images), vectors, rtol=1e-5)
+
+
+def test_projection_needs_labels_and_a_known_name():
+    images, _ = _striped(n_per_class=5)
+    with pytest.raises(CbirError, match="projection"):
+        get_extractor("bovw", **FAST_BOVW, projection="pca")
+    with pytest.raises(CbirError, match="label for every image"):
+        get_extractor("bovw", **FAST_BOVW, class_fusion=False, projection="lda").fit(images)

@@ -24,6 +24,7 @@ _HELP = {
     "supcon": "weight of the supervised contrastive loss (0 = off)",
     "triplet": "weight of the batch-hard triplet loss (0 = off)",
     "translate": "pixels of random translation",
+    "cutout": "side in pixels of a random square blanked in each training image (0 = off)",
     "tta": "test-time augmentation for reported accuracy: 0 none, 1 flip, 2 flip+translate",
     "val_split": "fraction of the training images held out for validation",
     "threads": "torch intra-op threads",

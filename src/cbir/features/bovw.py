@@ -2,12 +2,14 @@
 
 - `bovw-reference`: the reference notebook's path (REFERENCE.md section 2): SIFT detected on the
   32x32 gray image (contrastThreshold 0.02, sigma 0.9), a 400-word MiniBatchKMeans vocabulary,
-  raw word counts, early fusion HOG (324) + counts, LogisticRegression(C=1) on that, and class
-  fusion: feature ⊕ one-hot (true class for index images, predicted class for queries).
+  raw word counts (tf-idf with `tfidf=true`), early fusion HOG (324) + counts,
+  LogisticRegression(C=1) on that, and class fusion: feature ⊕ one-hot (true class for index
+  images, predicted class for queries).
   `descriptor=orb` swaps SIFT for ORB detected on the image enlarged `orb_upscale` times.
 - `bovw`: our best classical pipeline: dense local descriptors (RootSIFT on an upscaled grid, or
-  contrast-normalised colour patches), soft "triangle" assignment, a spatial pyramid, power + L2
-  per block, HOG fused as one more block, a standardised linear classifier for class fusion.
+  contrast-normalised colour patches), soft "triangle" assignment, tf-idf word weights, a
+  spatial pyramid, power + L2 per block, HOG fused as one more block, a standardised linear
+  classifier for class fusion.
 
 Everything is fitted on the index images with their labels (the benchmark never passes queries).
 """
@@ -26,7 +28,13 @@ from cbir.errors import CbirError
 from cbir.features import get_extractor, register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
 from cbir.features.classical_classifiers import LinearClassifier
-from cbir.features.encoding import power_l2, pyramid_pool, word_counts
+from cbir.features.encoding import (
+    document_frequency,
+    power_l2,
+    pyramid_pool,
+    smooth_idf,
+    word_counts,
+)
 from cbir.features.local import (
     colour_patches,
     dense_sift,
@@ -37,11 +45,15 @@ from cbir.features.local import (
     patch_grid_side,
     root_sift,
 )
+from cbir.features.projection import LinearProjection
 from cbir.features.vocabulary import fit_vocabulary, nearest_words, triangle_codes
 
 VOCABULARY_FILE = "vocabulary.npy"
 WHITENING_FILE = "whitening.npz"
 CLASSIFIER_FILE = "classifier.npz"
+IDF_FILE = "idf.npy"
+PROJECTION_FILE = "projection.npz"
+PROJECTIONS = ("none", "lda")
 STATE_FILE = "bovw_state.json"
 CHUNK = 1000  # images per feature computation: bounds the (N, P, K) code arrays
 
@@ -61,8 +73,15 @@ def _chunks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + CHUNK, n))
 
 
-# Parameters every class-fused BoVW extractor shares (the one-hot block and the run set-up).
+# Parameters every class-fused BoVW extractor shares (the one-hot block, the word weighting and
+# the run set-up).
 FUSION_DEFAULTS = {
+    # weight each visual word by its inverse document frequency over a seeded sample of the
+    # index images: words found everywhere (flat sky, blur) count less than distinctive ones
+    "idf_images": 10000,
+    # lda: rank by the features projected on the C - 1 most class-separating directions
+    # (fitted on the index images and their labels) instead of the raw features
+    "projection": "none",
     "class_fusion": True,
     "fusion_weight": 1.0,
     "classes": 10,
@@ -85,8 +104,16 @@ class ClassFusedBovw(Extractor):
         self._check_range("classes", 2)
         self._check_range("fusion_weight", 0.0)
         self._check_range("image_size", 16)
+        self._check_range("idf_images", 1)
+        if self.params["projection"] not in PROJECTIONS:
+            raise CbirError(
+                f"parameter projection of extractor {self.name!r} must be one of "
+                f"{', '.join(PROJECTIONS)}"
+            )
         self.vocabulary_: np.ndarray | None = None
+        self.idf_: np.ndarray | None = None  # (vocabulary_size,) when tfidf is on
         self.classifier_: LinearClassifier | None = None
+        self.projection_: LinearProjection | None = None
         self.fit_report_: dict[str, Any] = {}
         # the index images' features from `fit`, reused once by `transform_index` on the same
         # images (the benchmark fits and then indexes them): saves a whole extraction pass
@@ -104,6 +131,10 @@ class ClassFusedBovw(Extractor):
         """(N, feature_dim) float32 features before class fusion; vocabulary_ is set."""
         raise NotImplementedError
 
+    def _word_weights(self, images: np.ndarray) -> np.ndarray:
+        """(N, K) word counts or (N, P, K) soft codes per position, unweighted."""
+        raise NotImplementedError
+
     def _fit_classifier(self, features: np.ndarray, labels: np.ndarray) -> LinearClassifier:
         raise NotImplementedError
 
@@ -113,8 +144,15 @@ class ClassFusedBovw(Extractor):
         return (self.params["image_size"], self.params["image_size"])
 
     @property
+    def ranked_dim(self) -> int:
+        """Dimensions of the vector part that is ranked: the features, or their projection."""
+        return (
+            self.params["classes"] - 1 if self.params["projection"] == "lda" else self.feature_dim
+        )
+
+    @property
     def dim(self) -> int:
-        return self.feature_dim + (self.params["classes"] if self.params["class_fusion"] else 0)
+        return self.ranked_dim + (self.params["classes"] if self.params["class_fusion"] else 0)
 
     @property
     def uses_index_labels(self) -> bool:
@@ -126,21 +164,43 @@ class ClassFusedBovw(Extractor):
 
     def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> ClassFusedBovw:
         images = _stack(images)
-        if self.params["class_fusion"]:  # check the labels before minutes of vocabulary work
+        p = self.params
+        learns_from_labels = p["class_fusion"] or p["projection"] != "none"
+        if learns_from_labels:  # check the labels before minutes of vocabulary work
             labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
             if len(labels) != len(images) or (labels < 0).any():
-                raise CbirError(f"class fusion in {self.name!r} needs a label for every image")
-            if labels.max() >= self.params["classes"]:
+                raise CbirError(
+                    f"class fusion and projection in {self.name!r} need a label for every image"
+                )
+            if labels.max() >= p["classes"]:
                 raise CbirError(f"labels go up to {labels.max()}; set classes= to that + 1 or more")
         self.vocabulary_ = self._fit_vocabulary(images)
-        if not self.params["class_fusion"]:
+        self.idf_ = self._fit_idf(images) if p["tfidf"] else None
+        if not learns_from_labels:
             return self
         features = self.features(images)
+        if p["projection"] == "lda":
+            self.projection_ = LinearProjection.fit_lda(features, labels, p["classes"] - 1)
+        if not p["class_fusion"]:
+            return self
         self.classifier_ = self._fit_classifier(features, labels)
         train_accuracy = float((self.classifier_.predict(features) == labels).mean())
         self.fit_report_ = {"train_accuracy": train_accuracy, "n_train": len(labels)}
         self._fitted_features = (_digest(images), features)
         return self
+
+    def _fit_idf(self, images: np.ndarray) -> np.ndarray:
+        """Smoothed idf of every word over up to idf_images seeded index images."""
+        p = self.params
+        rng = np.random.default_rng(p["seed"])
+        sample = np.sort(rng.choice(len(images), min(p["idf_images"], len(images)), replace=False))
+        df = sum(document_frequency(self._word_weights(images[sample[part]]))
+                 for part in _chunks(len(sample)))  # fmt: skip
+        return smooth_idf(df, len(sample))
+
+    def _weighted(self, words: np.ndarray) -> np.ndarray:
+        """Counts or pooled codes (..., K) times the idf, when tfidf is on."""
+        return words * self.idf_ if self.idf_ is not None else words
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Features before class fusion, computed CHUNK images at a time."""
@@ -157,7 +217,7 @@ class ClassFusedBovw(Extractor):
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         features = self.features(images)
         if not self.params["class_fusion"]:
-            return features
+            return self._ranked(features)
         return self._fuse(features, self._classifier().predict(features))
 
     def transform_index(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -176,10 +236,18 @@ class ClassFusedBovw(Extractor):
         predicted = self._classifier().predict(features)
         return self._fuse(features, np.where(labels >= 0, labels, predicted))
 
+    def _ranked(self, features: np.ndarray) -> np.ndarray:
+        if self.params["projection"] == "none":
+            return features
+        if self.projection_ is None:
+            raise CbirError(f"extractor {self.name!r} must be fitted before transform")
+        # unit length, as the unprojected features: the one-hot of class fusion keeps its weight
+        return power_l2(self.projection_.apply(features), 1.0)
+
     def _fuse(self, features: np.ndarray, classes: np.ndarray) -> np.ndarray:
         onehot = np.zeros((len(features), self.params["classes"]), np.float32)
         onehot[np.arange(len(features)), classes] = self.params["fusion_weight"]
-        return np.hstack([features, onehot])
+        return np.hstack([self._ranked(features), onehot])
 
     def _classifier(self) -> LinearClassifier:
         if self.classifier_ is None:
@@ -190,15 +258,23 @@ class ClassFusedBovw(Extractor):
     def _save_state(self, folder: Path) -> None:
         if self.vocabulary_ is not None:
             np.save(folder / VOCABULARY_FILE, self.vocabulary_)
+        if self.idf_ is not None:
+            np.save(folder / IDF_FILE, self.idf_)
         if self.classifier_ is not None:
             self.classifier_.save(folder / CLASSIFIER_FILE)
+        if self.projection_ is not None:
+            self.projection_.save(folder / PROJECTION_FILE)
         (folder / STATE_FILE).write_text(json.dumps(self.fit_report_, indent=2))
 
     def _load_state(self, folder: Path) -> None:
         if (folder / VOCABULARY_FILE).is_file():
             self.vocabulary_ = np.load(folder / VOCABULARY_FILE, allow_pickle=False)
+        if (folder / IDF_FILE).is_file():
+            self.idf_ = np.load(folder / IDF_FILE, allow_pickle=False)
         if (folder / CLASSIFIER_FILE).is_file():
             self.classifier_ = LinearClassifier.load(folder / CLASSIFIER_FILE)
+        if (folder / PROJECTION_FILE).is_file():
+            self.projection_ = LinearProjection.load(folder / PROJECTION_FILE)
         if (folder / STATE_FILE).is_file():
             self.fit_report_ = json.loads((folder / STATE_FILE).read_text())
 
@@ -222,6 +298,7 @@ class ReferenceBovw(ClassFusedBovw):
         "kmeans_batch_size": 1024,
         "kmeans_n_init": 10,
         "kmeans_max_iter": 300,
+        "tfidf": False,  # the reference used raw counts; true: L2-normalised counts x idf
         "c": 1.0,
         "max_iter": 5000,
         **FUSION_DEFAULTS,
@@ -262,13 +339,17 @@ class ReferenceBovw(ClassFusedBovw):
             n_init=p["kmeans_n_init"], max_iter=p["kmeans_max_iter"],
         )  # fmt: skip
 
-    def word_histograms(self, images: np.ndarray) -> np.ndarray:
-        """(N, vocabulary_size) raw counts of the local words (the BoVW block alone)."""
+    def _word_weights(self, images: np.ndarray) -> np.ndarray:
         words = [nearest_words(d, self.vocabulary_) for d in self._local(images)]
         return word_counts(words, self.params["vocabulary_size"])
 
+    def word_histograms(self, images: np.ndarray) -> np.ndarray:
+        """(N, vocabulary_size) the BoVW block alone: raw counts of the local words, as the
+        reference (no scaling), or with tfidf their L2-normalised tf-idf."""
+        counts = self._word_weights(images)
+        return counts if self.idf_ is None else power_l2(self._weighted(counts), 1.0)
+
     def _features(self, images: np.ndarray) -> np.ndarray:
-        # no scaling, as the reference
         return np.hstack([self._hog.transform(images), self.word_histograms(images)])
 
     def _fit_classifier(self, features: np.ndarray, labels: np.ndarray) -> LinearClassifier:
@@ -292,6 +373,7 @@ class Bovw(ClassFusedBovw):
         "vocabulary_size": 400,
         "vocabulary_images": 10000,  # images sampled to learn the vocabulary
         "vocabulary_descriptors": 200000,
+        "tfidf": True,
         "pyramid_levels": 2,  # 1x1 + 2x2
         "power": 0.5,
         "hog_weight": 1.0,  # 0 leaves HOG out
@@ -356,13 +438,18 @@ class Bovw(ClassFusedBovw):
             descriptors = (descriptors - self.whitening_[0]) @ self.whitening_[1]
         return fit_vocabulary(descriptors, p["vocabulary_size"], seed=p["seed"])
 
-    def _features(self, images: np.ndarray) -> np.ndarray:
-        p = self.params
+    def _word_weights(self, images: np.ndarray) -> np.ndarray:
         descriptors = self._descriptors(images)
         n, positions, d = descriptors.shape
         codes = triangle_codes(descriptors.reshape(-1, d), self.vocabulary_)
-        codes = codes.reshape(n, positions, -1)
-        pooled = power_l2(pyramid_pool(codes, self._grid_side, p["pyramid_levels"]), p["power"])
+        return codes.reshape(n, positions, -1)
+
+    def _features(self, images: np.ndarray) -> np.ndarray:
+        p = self.params
+        codes = self._word_weights(images)
+        n = len(codes)
+        pooled = self._weighted(pyramid_pool(codes, self._grid_side, p["pyramid_levels"]))
+        pooled = power_l2(pooled, p["power"])
         # every pyramid block has unit norm; scaling by 1/sqrt(blocks) makes the BoVW part
         # unit-norm too, so hog_weight is the HOG block's weight relative to it
         parts = [pooled.reshape(n, -1) / np.sqrt(self._blocks)]

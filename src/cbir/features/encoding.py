@@ -1,5 +1,5 @@
-"""From per-image visual words / codes to one vector: histograms, spatial pyramid pooling and
-per-block power + L2 normalisation."""
+"""From per-image visual words / codes to one vector: histograms, tf-idf word weights, spatial
+pyramid pooling and per-block power + L2 normalisation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,20 @@ def word_counts(words: list[np.ndarray], size: int) -> np.ndarray:
     for row, image_words in enumerate(words):
         out[row] = np.bincount(image_words, minlength=size)
     return out
+
+
+def document_frequency(codes: np.ndarray) -> np.ndarray:
+    """(K,) number of images in which each word occurs, from (N, K) counts or (N, P, K) soft
+    codes per position (a word occurs where any of its weights is positive)."""
+    per_image = codes.reshape(len(codes), -1, codes.shape[-1]) > 0
+    return per_image.any(axis=1).sum(axis=0)
+
+
+def smooth_idf(document_frequency: np.ndarray, documents: int) -> np.ndarray:
+    """(K,) inverse document frequency ln((1 + N) / (1 + df)) + 1, scikit-learn's smoothed
+    form: a word found in every image keeps weight 1, one found nowhere stays finite."""
+    df = np.asarray(document_frequency, np.float64)
+    return (np.log((1.0 + documents) / (1.0 + df)) + 1.0).astype(np.float32)
 
 
 def pyramid_pool(codes: np.ndarray, grid_side: int, levels: int) -> np.ndarray:

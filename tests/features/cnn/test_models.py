@@ -68,6 +68,7 @@ def test_forward_hook_reads_a_named_layer() -> None:
     embedding, logits = make_reader(model, "features.1")(x)
     assert embedding.shape == (3, 6)  # (3, 6, 14, 14) feature maps, average-pooled
     torch.testing.assert_close(embedding, model.features[1](model.features[0](x)).mean((2, 3)))
+    torch.testing.assert_close(logits, model(x))  # one vector per image: the classifier's output
     assert "features.1" in layer_names(model)
     with pytest.raises(CbirError, match="no layer 'fc7'"):
         make_reader(model, "fc7")

@@ -1,5 +1,5 @@
-"""Batched data augmentation on normalised NCHW tensors: random flips and padded crops
-(translations), drawn from a torch.Generator so a seeded run is reproducible."""
+"""Batched data augmentation on normalised NCHW tensors: random flips, padded crops
+(translations) and cutout, drawn from a torch.Generator so a seeded run is reproducible."""
 
 from __future__ import annotations
 
@@ -38,8 +38,26 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero (the dataset mean, once normalised) one size x size square per image, centred on a
+    random pixel as DeVries & Taylor's cutout, so squares near the border are clipped."""
+    if size == 0:
+        return images
+    height, width = images.shape[-2:]
+    centres = torch.stack(
+        [torch.randint(0, n, (len(images),), generator=generator) for n in (height, width)]
+    )
+    corners = centres - size // 2
+    rows = torch.arange(height).view(1, height, 1)
+    cols = torch.arange(width).view(1, 1, width)
+    top, left = corners[0].view(-1, 1, 1), corners[1].view(-1, 1, 1)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return images.masked_fill(inside.unsqueeze(1), 0.0)
+
+
 def augment_batch(
-    padded: torch.Tensor, pad: int, flip: bool, generator: torch.Generator
+    padded: torch.Tensor, pad: int, flip: bool, generator: torch.Generator, cutout_size: int = 0
 ) -> torch.Tensor:
     images = random_crop(padded, pad, generator)
-    return random_flip(images, generator) if flip else images
+    images = random_flip(images, generator) if flip else images
+    return cutout(images, cutout_size, generator)

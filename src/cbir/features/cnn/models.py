@@ -53,31 +53,43 @@ def _from_state_dict(path: Path, arch: str, classes: int) -> nn.Module:
 
     if not arch:
         raise CbirError(f"{path} is a bare state dict: name its architecture with arch=NAME")
+    state = load_file(str(path))
     if arch in ARCHITECTURES:
         model: nn.Module = build_network(arch, classes=classes)
     elif arch.partition(":")[0] in ("torchvision", "timm"):
-        model = _zoo_model(arch)
+        model = _zoo_model(arch, _output_classes(state))
     else:
         raise CbirError(
             f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}, "
             "torchvision:NAME or timm:NAME"
         )
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(state)
     except RuntimeError as error:
         raise CbirError(f"{path} does not fit arch {arch!r}: {error}") from error
     return model.eval()
 
 
-def _zoo_model(arch: str) -> nn.Module:
+def _output_classes(state: dict[str, torch.Tensor]) -> int | None:
+    """Rows of the state dict's last matrix: the classifier's outputs in torchvision and timm
+    classification models, so a network fine-tuned to 10 classes loads as one."""
+    matrices = [tensor for tensor in state.values() if tensor.ndim == 2]
+    return matrices[-1].shape[0] if matrices else None
+
+
+def _zoo_model(arch: str, classes: int | None) -> nn.Module:
     package, _, name = arch.partition(":")
     try:
         module = importlib.import_module(package if package == "timm" else "torchvision.models")
     except ImportError as error:
         raise CbirError(f"arch {arch!r} needs {package}: pip install {package}") from error
-    if package == "timm":
-        return module.create_model(name, pretrained=False)
-    return module.get_model(name, weights=None)
+    shape = {} if classes is None else {"num_classes": classes}
+    try:
+        if package == "timm":
+            return module.create_model(name, pretrained=False, **shape)
+        return module.get_model(name, weights=None, **shape)
+    except (RuntimeError, ValueError) as error:  # an unknown name
+        raise CbirError(f"{package} has no model {name!r} ({error})") from error
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -86,7 +98,9 @@ def layer_names(model: nn.Module) -> list[str]:
 
 def make_reader(model: nn.Module, layer: str = "") -> Reader:
     """(embedding, logits) of a batch: the named layer's output through a forward hook, or the
-    network's own embedding. Logits are None when the model has no classifier output we know."""
+    network's own embedding. With a hooked layer, a model whose output is one vector per image
+    (a torchvision or timm classifier) gives that output as logits, for class fusion; logits
+    are None when the model has no classifier output we know."""
     if not layer:
         if isinstance(model, EmbeddingNet):
             return model.forward_both
@@ -106,8 +120,8 @@ def make_reader(model: nn.Module, layer: str = "") -> Reader:
         output = model(x)
         if not captured:
             raise CbirError(f"layer {layer!r} did not run in the forward pass")
-        logits = output if isinstance(model, EmbeddingNet) else None
-        return _flat(captured[-1]), logits
+        is_logits = isinstance(output, torch.Tensor) and output.ndim == 2
+        return _flat(captured[-1]), output if is_logits else None
 
     return read
 

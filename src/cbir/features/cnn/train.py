@@ -166,7 +166,9 @@ def train(
         with progress_bar(steps_per_epoch * batch, f"epoch {epoch}/{config.epochs}") as bar:
             for i in range(steps_per_epoch):
                 idx = order[i * batch : (i + 1) * batch]
-                x = augment_batch(padded[idx], config.translate, config.flip, generator)
+                x = augment_batch(
+                    padded[idx], config.translate, config.flip, generator, config.cutout
+                )
                 y = train_y[idx]
                 factor = lr_factor(step, total_steps, config.warmup, config.final_lr)
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):

@@ -37,6 +37,7 @@ class TrainConfig:
     whiten_bias_epochs: int = 3
     translate: int = 2  # pixels of random translation (reflect padding)
     flip: bool = True
+    cutout: int = 0  # side of the square blanked per image (0 = off); helps long runs
     lookahead: bool = True
     tta: int = 2  # test-time augmentation level for reported accuracies
     cross_entropy: float = 1.0
@@ -57,6 +58,8 @@ class TrainConfig:
             raise CbirError("epochs must be >= 1 and batch size >= 2")
         if not 0.0 <= self.val_split < 1.0:
             raise CbirError("val_split must be in [0, 1)")
+        if self.cutout < 0 or self.translate < 0:
+            raise CbirError("cutout and translate must be >= 0")
         if self.tta not in (0, 1, 2):
             raise CbirError("tta must be 0 (none), 1 (flip) or 2 (flip + translate)")
         try:
