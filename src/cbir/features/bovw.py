@@ -8,8 +8,8 @@
   `descriptor=orb` swaps SIFT for ORB detected on the image enlarged `orb_upscale` times.
 - `bovw`: our best classical pipeline: dense local descriptors (RootSIFT on an upscaled grid, or
   contrast-normalised colour patches), soft "triangle" assignment, tf-idf word weights, a
-  spatial pyramid, power + L2 per block, HOG fused as one more block, a standardised linear
-  classifier for class fusion.
+  spatial pyramid, power + L2 per block, HOG fused as one more block, an LDA projection for
+  ranking and a standardised linear classifier for class fusion.
 
 Everything is fitted on the index images with their labels (the benchmark never passes queries).
 """
@@ -80,7 +80,7 @@ FUSION_DEFAULTS = {
     # index images: words found everywhere (flat sky, blur) count less than distinctive ones
     "idf_images": 10000,
     # lda: rank by the features projected on the C - 1 most class-separating directions
-    # (fitted on the index images and their labels) instead of the raw features
+    # (fitted on the index images and their labels); none: by the raw features
     "projection": "none",
     "class_fusion": True,
     "fusion_weight": 1.0,
@@ -179,14 +179,13 @@ class ClassFusedBovw(Extractor):
         if not learns_from_labels:
             return self
         features = self.features(images)
+        if p["class_fusion"]:
+            self.classifier_ = self._fit_classifier(features, labels)
+            train_accuracy = float((self.classifier_.predict(features) == labels).mean())
+            self.fit_report_ = {"train_accuracy": train_accuracy, "n_train": len(labels)}
+            self._fitted_features = (_digest(images), features)
         if p["projection"] == "lda":
             self.projection_ = LinearProjection.fit_lda(features, labels, p["classes"] - 1)
-        if not p["class_fusion"]:
-            return self
-        self.classifier_ = self._fit_classifier(features, labels)
-        train_accuracy = float((self.classifier_.predict(features) == labels).mean())
-        self.fit_report_ = {"train_accuracy": train_accuracy, "n_train": len(labels)}
-        self._fitted_features = (_digest(images), features)
         return self
 
     def _fit_idf(self, images: np.ndarray) -> np.ndarray:
@@ -381,6 +380,10 @@ class Bovw(ClassFusedBovw):
         "c": 0.01,
         "max_iter": 300,
         **FUSION_DEFAULTS,
+        # on CIFAR-10 LDA ranks better than the 2,324 raw dimensions (map_all 0.748 against
+        # 0.734 with class fusion, mAP@100 0.49 against 0.20 without) in 19 dimensions;
+        # projection=none keeps the raw features, closer to "looks like" than to "same class"
+        "projection": "lda",
     }
 
     def __init__(self, **params: Any) -> None:

@@ -95,7 +95,9 @@ def feature_blocks(
         return get_extractor("bovw-reference", class_fusion=False).fit(train)
 
     def dense():
-        return get_extractor("bovw", class_fusion=False, **bovw_params).fit(train, train_labels)
+        # the features themselves are the block: no classifier, no projection to fit
+        params = {"class_fusion": False, "projection": "none", **bovw_params}
+        return get_extractor("bovw", **params).fit(train, train_labels)
 
     makers = {
         "hog": lambda: get_extractor("hog").transform,
