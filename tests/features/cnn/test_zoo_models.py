@@ -22,7 +22,7 @@ if os.environ.get("CBIR_EXPECT_TORCHVISION"):  # `make test-vision`: a skip woul
 else:
     torchvision = pytest.importorskip("torchvision", reason="torchvision lives in .venv-vision")
 
-IMAGES = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+IMAGES = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
 
 
 def _saved(model: torch.nn.Module, path: Path) -> str:
