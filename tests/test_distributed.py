@@ -99,3 +99,38 @@ def test_ray_flag(monkeypatch):
     finally:
         bare.close()
         given.close()
+
+
+class LateRay:
+    """Ray's module surface as `RaySession` uses it, whose node misses the startup deadline
+    `failures` times: the real failure depends on machine load and cannot be produced on
+    demand."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.inits, self.shutdowns = failures, 0, 0
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **_options) -> None:
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise Exception("The current node timed out during startup.")
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize(("failures", "started"), [(1, True), (2, False)])
+def test_a_local_ray_late_at_startup_is_tried_twice(monkeypatch, failures, started):
+    from cbir import distributed
+
+    late = LateRay(failures)
+    monkeypatch.setattr(distributed, "_ray", lambda: late)
+    session = distributed.RaySession("local")
+    if started:
+        assert session.connect() is late
+    else:
+        with pytest.raises(CbirError, match="could not start a local Ray: The current node"):
+            session.connect()
+    assert late.inits == 2 and late.shutdowns == failures  # each late start cleaned up

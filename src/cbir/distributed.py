@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import logging
 import os
 import socket
 import tempfile
@@ -38,7 +39,10 @@ ADDRESS_ENV = "CBIR_RAY_ADDRESS"
 LOCAL = "local"
 DEFAULT_BATCH = 1024  # at most this many images per Ray Data block (one worker call)
 CONNECT_TIMEOUT_S = 5.0  # Ray Client itself waits 30 s before giving up on a dead address
+LOCAL_START_ATTEMPTS = 2
 INSTALL_HINT = "install the ray extra: pip install 'cbir[ray]'"
+
+log = logging.getLogger(__name__)
 
 
 def _ray() -> Any:
@@ -75,12 +79,7 @@ class RaySession:
             self._ray = ray
             return ray
         if self.address == LOCAL:
-            ray.init(
-                num_cpus=self.num_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                ignore_reinit_error=True,
-            )
+            self._start_local(ray)
             self._started = True
         else:
             try:
@@ -91,6 +90,24 @@ class RaySession:
                 ) from None
         self._ray = ray
         return ray
+
+    def _start_local(self, ray: Any) -> None:
+        """Start a Ray on this machine, trying twice: on a busy machine its node can miss
+        Ray's fixed 30 s startup deadline once (seen while search servers were starting)."""
+        for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+            try:
+                ray.init(
+                    num_cpus=self.num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    ignore_reinit_error=True,
+                )
+                return
+            except Exception as error:  # Ray raises a bare Exception for a late node
+                ray.shutdown()  # stops whatever half-started, so the retry starts clean
+                if attempt == LOCAL_START_ATTEMPTS:
+                    raise CbirError(f"could not start a local Ray: {error}") from error
+                log.warning("a local Ray did not start (%s); trying once more", error)
 
     def close(self) -> None:
         if self._ray is not None and self._started:
