@@ -59,6 +59,26 @@ def resolve_address(address: str | None) -> str:
     return address or os.environ.get(ADDRESS_ENV) or LOCAL
 
 
+def start_local_ray(ray: Any, num_cpus: int | None) -> None:
+    """Start a Ray on this machine (for `--ray` and `cbir tune`), trying twice: on a busy
+    machine its node can miss Ray's fixed 30 s startup deadline once (seen while search
+    servers were starting)."""
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+            )
+            return
+        except Exception as error:  # Ray raises a bare Exception for a late node
+            ray.shutdown()  # stops whatever half-started, so the retry starts clean
+            if attempt == LOCAL_START_ATTEMPTS:
+                raise CbirError(f"could not start a local Ray: {error}") from error
+            log.warning("a local Ray did not start (%s); trying once more", error)
+
+
 class RaySession:
     """A connection to Ray, made on first use. Stops Ray only when it started it itself:
     a cluster this process merely joined keeps running for its other users."""
@@ -79,7 +99,7 @@ class RaySession:
             self._ray = ray
             return ray
         if self.address == LOCAL:
-            self._start_local(ray)
+            start_local_ray(ray, self.num_cpus)
             self._started = True
         else:
             try:
@@ -90,24 +110,6 @@ class RaySession:
                 ) from None
         self._ray = ray
         return ray
-
-    def _start_local(self, ray: Any) -> None:
-        """Start a Ray on this machine, trying twice: on a busy machine its node can miss
-        Ray's fixed 30 s startup deadline once (seen while search servers were starting)."""
-        for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
-            try:
-                ray.init(
-                    num_cpus=self.num_cpus,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    ignore_reinit_error=True,
-                )
-                return
-            except Exception as error:  # Ray raises a bare Exception for a late node
-                ray.shutdown()  # stops whatever half-started, so the retry starts clean
-                if attempt == LOCAL_START_ATTEMPTS:
-                    raise CbirError(f"could not start a local Ray: {error}") from error
-                log.warning("a local Ray did not start (%s); trying once more", error)
 
     def close(self) -> None:
         if self._ray is not None and self._started:

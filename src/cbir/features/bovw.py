@@ -185,7 +185,7 @@ class ClassFusedBovw(Extractor):
             self.fit_report_ = {"train_accuracy": train_accuracy, "n_train": len(labels)}
             self._fitted_features = (_digest(images), features)
         if p["projection"] == "lda":
-            self.projection_ = LinearProjection.fit_lda(features, labels, p["classes"] - 1)
+            self.projection_ = LinearProjection.fit_lda(features, labels, self.ranked_dim)
         return self
 
     def _fit_idf(self, images: np.ndarray) -> np.ndarray:

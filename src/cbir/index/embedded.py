@@ -57,8 +57,7 @@ class ExactIndex:
     """Exact inner-product (or cosine) search over float32 vectors, trec_eval ordering."""
 
     def __init__(self, dim: int, metric: str = "cosine") -> None:
-        dim = check_dim_and_metric(dim, metric)
-        self.dim = dim
+        self.dim = check_dim_and_metric(dim, metric)
         self.metric = metric
         # Rows [0, count) of the buffer are the vectors in storage (insertion) order; spare
         # rows make repeated small adds amortised O(1).

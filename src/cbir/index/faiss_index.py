@@ -84,8 +84,7 @@ class FaissIndex:
     """VectorIndex over faiss: exact (flat), HNSW or IVF-PQ candidates, exact scores."""
 
     def __init__(self, dim: int, metric: str = "cosine", index: str = "auto", search: str = ""):
-        dim = check_dim_and_metric(dim, metric)
-        self.dim = dim
+        self.dim = check_dim_and_metric(dim, metric)
         self.metric = metric
         self.spec = parse_spec(index)
         if self.spec.kind == "ivfpq" and self.dim % self.spec.params["m"]:

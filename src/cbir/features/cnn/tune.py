@@ -66,10 +66,12 @@ def search(
     unknown = set(space) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise CbirError(f"unknown training parameter(s) to tune: {', '.join(sorted(unknown))}")
+    from cbir.distributed import start_local_ray
+
     ray, tune = _ray()
     started = not ray.is_initialized()  # a Ray we start is ours to stop; a joined one is not
     if started:
-        ray.init(num_cpus=concurrent, include_dashboard=False, log_to_driver=False)
+        start_local_ray(ray, concurrent)
     try:
         return _search(
             tune, space, base, images, labels, concurrent=concurrent, num_samples=num_samples,
