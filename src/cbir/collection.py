@@ -554,7 +554,7 @@ class Collection:
         ]
 
     def search_images(self, images: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        return self.search_vectors(self.extractor.transform(images), k)
+        return self.search_vectors(self.extractor.transform_query(images), k)
 
     def _metadata_for(self, ids: set[str]) -> dict[str, tuple[str | None, str | None]]:
         out: dict[str, tuple[str | None, str | None]] = {}

@@ -48,14 +48,20 @@ def transform(extractor: Extractor, images: np.ndarray) -> np.ndarray:
 
 
 def describe(
-    extractor: Extractor, images: np.ndarray, batch_size: int = DEFAULT_BATCH, label: str = ""
+    extractor: Extractor,
+    images: np.ndarray,
+    batch_size: int = DEFAULT_BATCH,
+    label: str = "",
+    queries: bool = False,
 ) -> np.ndarray:
-    """Vectors for a stack of images, computed batch by batch to bound memory."""
+    """Vectors for a stack of images (queries through `transform_query`), computed batch by
+    batch to bound memory."""
     out = np.empty((len(images), extractor.dim), dtype=np.float32)
+    vectors = extractor.transform_query if queries else extractor.transform
     with progress_bar(len(images), f"describe {label}".strip()) as bar:
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
-            out[start:stop] = extractor.transform(images[start:stop])
+            out[start:stop] = vectors(images[start:stop])
             bar.update(min(stop, len(images)) - start)
     return out
 

@@ -184,6 +184,39 @@ def test_an_extractor_that_needs_fitting_is_fitted_on_the_folder(tmp_path):
     assert metrics["n_queries_evaluated"] == 12
 
 
+class QueriesApart(CentredPixels):
+    """Describes queries by another route, as the CNN does with `query_tta`."""
+
+    name = "queries-apart"
+    query_images = 0
+
+    @property
+    def distinct_queries(self) -> bool:
+        return True
+
+    def _extract_query_batch(self, images: np.ndarray) -> np.ndarray:
+        self.query_images += len(images)
+        return self._extract_batch(images)
+
+
+def test_queries_go_through_the_query_route_even_when_leaving_one_out(tmp_path):
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), 4)
+    images = Dataset(
+        [f"c{label}/{i}" for i, label in enumerate(labels)],
+        rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8), labels, ["a", "b", "c"],
+    )  # fmt: skip
+    extractor = QueriesApart()
+    metrics = run_benchmark(
+        images, images, extractor, tmp_path, depth=5, leave_one_out_queries=True, n_examples=0
+    )
+    assert extractor.query_images == 12 and "extract_queries_s" in metrics["timings"]
+    plain = CentredPixels()
+    run_benchmark(images, images, plain, tmp_path / "plain", depth=5,
+                  leave_one_out_queries=True, n_examples=0)  # fmt: skip
+    assert read_run(tmp_path / "run.txt") == read_run(tmp_path / "plain" / "run.txt")
+
+
 def test_user_errors(tmp_path, capsys):
     flat = tmp_path / "flat"
     (flat / "only").mkdir(parents=True)

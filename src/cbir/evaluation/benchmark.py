@@ -129,10 +129,11 @@ def run_benchmark(
             index_vectors = extractor.transform_index(index_set.images, index_set.labels)
         else:
             index_vectors = describe(extractor, index_set.images, label="index")
-        if leave_one_out_queries and not fused:
+        if leave_one_out_queries and not fused and not extractor.distinct_queries:
             query_vectors = index_vectors
-        else:
-            query_vectors = describe(extractor, queries.images, label="queries")
+        else:  # timed apart too: queries may take another route (`transform_query`)
+            with timer.section("extract_queries_s"):
+                query_vectors = describe(extractor, queries.images, label="queries", queries=True)
     with timer.section("index_s"):
         index = ExactIndex(dim=extractor.dim, metric="cosine")
         index.add(index_set.ids, index_vectors)

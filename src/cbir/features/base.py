@@ -70,6 +70,26 @@ class Extractor:
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:
+        """Vectors of images to index (and of queries, unless `transform_query` differs)."""
+        return self._vectors(images, self._extract_batch)
+
+    def transform_query(self, images: np.ndarray) -> np.ndarray:
+        """Vectors of query images, comparable with `transform`'s. The same by default; an
+        extractor may spend more on a query, of which there are few, than on each of the
+        many images it indexes (the CNN's query-time augmentation)."""
+        return self._vectors(images, self._extract_query_batch)
+
+    @property
+    def distinct_queries(self) -> bool:
+        """True when `transform_query` gives other vectors than `transform`."""
+        return False
+
+    def _extract_query_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._extract_batch(images)
+
+    def _vectors(
+        self, images: np.ndarray, extract: Callable[[np.ndarray], np.ndarray]
+    ) -> np.ndarray:
         images = check_image_batch(images)
         if self.input_size is not None and images.shape[1:3] != tuple(self.input_size):
             raise CbirError(
@@ -78,7 +98,7 @@ class Extractor:
             )
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = np.asarray(self._extract_batch(images), dtype=np.float32)
+        out = np.asarray(extract(images), dtype=np.float32)
         assert out.shape == (len(images), self.dim), (out.shape, self.dim)
         return out
 

@@ -139,7 +139,7 @@ class SearchService:
             )
         extractor = self.collection.extractor
         image = decode_image(data, size=extractor.input_size, name="the upload", limits=self.limits)
-        return extractor.transform(image[None])
+        return extractor.transform_query(image[None])
 
     # --- reading -----------------------------------------------------------------------------
     def image(self, image_id: str) -> StoredImage:

@@ -46,6 +46,35 @@ def test_flip_tta_is_mirror_invariant(cnn, tiny_data) -> None:
     )
 
 
+def test_query_tta_describes_queries_only(cnn, tiny_data) -> None:
+    """Index images keep `tta` (fast, the bulk of the work); queries take `query_tta`."""
+    images = tiny_data[0][:8]
+    extractor = cnn(query_tta=1, bf16=False)
+    assert extractor.distinct_queries and not cnn(bf16=False).distinct_queries
+    assert not cnn(tta=1, query_tta=1).distinct_queries
+    np.testing.assert_array_equal(extractor.transform(images), cnn(bf16=False).transform(images))
+    queries = extractor.transform_query(images)
+    np.testing.assert_allclose(queries, cnn(tta=1, bf16=False).transform(images), atol=1e-6)
+    assert np.abs(queries - extractor.transform(images)).max() > 1e-3
+    np.testing.assert_array_equal(  # -1, the default, follows `tta`
+        cnn(tta=1, bf16=False).transform_query(images), cnn(tta=1, bf16=False).transform(images)
+    )
+
+
+def test_a_collection_searches_with_the_query_route(cnn, tiny_data, tmp_path: Path) -> None:
+    from cbir.collection import Collection, ImageRecord
+
+    images = tiny_data[0][:6]
+    extractor = cnn(query_tta=2, bf16=False)
+    records = [ImageRecord(f"i{n}", None, None, f"{n:064x}") for n in range(6)]
+    with Collection.create(tmp_path / "c", extractor) as collection:
+        collection.add(records, extractor.transform(images))
+        found = collection.search_images(images[:1], k=6)[0]
+        expected = collection.search_vectors(extractor.transform_query(images[:1]), k=6)[0]
+    assert [(h.id, h.score) for h in found] == [(h.id, h.score) for h in expected]
+    assert found[0].score < 1.0 - 1e-4  # the six-view query is not the indexed vector
+
+
 def test_pca_is_fitted_on_index_images(cnn, tiny_data) -> None:
     extractor = cnn(pca=4)
     assert extractor.needs_fit
@@ -112,6 +141,8 @@ def test_parameters_are_validated() -> None:
         get_extractor("cnn", normalisation="sepia")
     with pytest.raises(CbirError, match="tta"):
         get_extractor("cnn", tta=3)
+    with pytest.raises(CbirError, match="query_tta"):
+        get_extractor("cnn", query_tta=-2)
 
 
 def test_default_weights_are_committed() -> None:

@@ -40,6 +40,7 @@ class CnnExtractor(Extractor):
         "class_fusion": False,
         "fusion_weight": 1.0,
         "tta": 0,  # test-time augmentation: 0 none, 1 flip, 2 flip + translate
+        "query_tta": -1,  # the same for query images only; -1 = as `tta`
         "batch_size": 512,
         "threads": 2,
         "bf16": True,
@@ -51,6 +52,7 @@ class CnnExtractor(Extractor):
         self._check_range("pca", 0)
         self._check_range("fusion_weight", 0.0)
         self._check_range("tta", 0, 2)
+        self._check_range("query_tta", -1, 2)
         self._check_range("batch_size", 1)
         self._check_range("threads", 1)
         if self.params["normalisation"] not in ("cifar", "imagenet"):
@@ -125,9 +127,25 @@ class CnnExtractor(Extractor):
         self.pca_components_ = eigenvectors[:, ::-1][:, :k].T.astype(np.float32)
         return self
 
+    @property
+    def query_tta(self) -> int:
+        return self.params["tta"] if self.params["query_tta"] < 0 else self.params["query_tta"]
+
+    @property
+    def distinct_queries(self) -> bool:  # type: ignore[override]
+        return self.query_tta != self.params["tta"]
+
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
-        """Query vectors: class fusion (when on) uses the predicted class."""
-        embeddings, logits = self._raw(images)
+        """Vectors of images to index; class fusion (when on) uses the predicted class."""
+        return self._predicted_vectors(images, self.params["tta"])
+
+    def _extract_query_batch(self, images: np.ndarray) -> np.ndarray:
+        """Query vectors, under `query_tta`: a query is described once per search, so it can
+        afford the mirrored and shifted views that make its predicted class more accurate."""
+        return self._predicted_vectors(images, self.query_tta)
+
+    def _predicted_vectors(self, images: np.ndarray, tta: int) -> np.ndarray:
+        embeddings, logits = self._raw(images, tta)
         predicted = None if logits is None else logits.argmax(1)
         return self._finish(embeddings, predicted)
 
@@ -152,12 +170,15 @@ class CnnExtractor(Extractor):
         return out
 
     # --- steps ---------------------------------------------------------------------------------
-    def _raw(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _raw(
+        self, images: np.ndarray, tta: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         from cbir.features.cnn.inference import infer
 
         self._load()
+        tta = self.params["tta"] if tta is None else tta
         return infer(
-            self._reader, images, tta=self.params["tta"], batch_size=self.params["batch_size"],
+            self._reader, images, tta=tta, batch_size=self.params["batch_size"],
             bf16=self.params["bf16"], statistics=self.params["normalisation"],
             size=self.params["image_size"],
         )  # fmt: skip

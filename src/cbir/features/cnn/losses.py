@@ -1,12 +1,13 @@
 """Training losses: cross-entropy with label smoothing, supervised contrastive (Khosla et al.
-2020) and batch-hard triplet (Hermans et al. 2017) on the L2-normalised embedding, alone or
-combined with weights. Every term is a batch mean."""
+2020) and batch-hard triplet (Hermans et al. 2017) on the L2-normalised embedding, and
+distillation from teacher logits; alone or combined with weights. Every term is a batch mean."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from cbir.features.cnn.distill import distillation_loss
 from cbir.features.cnn.train_config import LossWeights
 
 
@@ -45,8 +46,13 @@ def batch_hard_triplet(
 
 
 def combined_loss(
-    embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, weights: LossWeights
+    embeddings: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weights: LossWeights,
+    teacher: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """The weighted sum; `teacher` holds the teachers' logits when distilling."""
     total = logits.new_zeros((), dtype=torch.float32)
     if weights.cross_entropy:
         ce = F.cross_entropy(logits.float(), labels, label_smoothing=weights.label_smoothing)
@@ -57,4 +63,10 @@ def combined_loss(
         )
     if weights.triplet:
         total = total + weights.triplet * batch_hard_triplet(embeddings, labels, weights.margin)
+    if weights.distill:
+        if teacher is None:
+            raise ValueError("a distillation weight needs the teachers' logits")
+        total = total + weights.distill * distillation_loss(
+            logits, teacher, weights.distill_temperature
+        )
     return total

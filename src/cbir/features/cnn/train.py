@@ -143,6 +143,7 @@ def train(
     if config.arch == "airbench":
         # A random sample: dataset files are often sorted by class (CIFAR-10's mirror is).
         init_whitening(net, train_x[subsample(len(train_x), WHITENING_SAMPLE, config.seed)])
+    teacher = _teacher_targets(images[train_idx], classes, config, out_dir)
     padded = pad_reflect(train_x, config.translate).contiguous(memory_format=torch.channels_last)
     del train_x
 
@@ -175,7 +176,8 @@ def train(
                     group["lr"] = base * factor
                 with autocast(config.bf16):
                     embedding, logits = net.forward_both(x)
-                loss = combined_loss(embedding, logits, y, weights)
+                targets = None if teacher is None else teacher[idx]
+                loss = combined_loss(embedding, logits, y, weights, targets)
                 optimizer.zero_grad(set_to_none=True)
                 (loss * len(y)).backward()  # summed over the batch, as the lr scale assumes
                 optimizer.step()
@@ -220,6 +222,21 @@ def train(
                  "normalisation": {"mean": CIFAR_MEAN, "std": CIFAR_STD}}  # fmt: skip
         save_checkpoint(Path(out_dir), net, final)
     return TrainResult(net=net.eval(), history=history, metrics=metrics, seconds=seconds)
+
+
+def _teacher_targets(
+    images: np.ndarray, classes: int, config: TrainConfig, out_dir: Path | None
+) -> torch.Tensor | None:
+    """The teacher ensemble's logits per training image (cached in `out_dir`), or None."""
+    if not config.distill:
+        return None
+    from cbir.features.cnn.distill import DISTILL_TTA, teacher_folders, teacher_logits
+
+    logits = teacher_logits(
+        teacher_folders(config.distill_from), images, classes, tta=DISTILL_TTA,
+        cache_dir=None if out_dir is None else Path(out_dir), bf16=config.bf16,
+    )  # fmt: skip
+    return torch.from_numpy(logits)
 
 
 def _append_log(folder: Path, entry: dict[str, Any]) -> None:

@@ -14,12 +14,17 @@ class LossWeights:
     label_smoothing: float = 0.2
     temperature: float = 0.1  # supervised contrastive
     margin: float = 0.2  # triplet, on cosine distance
+    distill: float = 0.0  # knowledge distillation from teacher logits
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
-        if min(self.cross_entropy, self.supcon, self.triplet) < 0:
+        weights = (self.cross_entropy, self.supcon, self.triplet, self.distill)
+        if min(weights) < 0:
             raise ValueError("loss weights must be >= 0")
-        if self.cross_entropy + self.supcon + self.triplet == 0:
+        if sum(weights) == 0:
             raise ValueError("at least one loss needs a positive weight")
+        if self.distill_temperature <= 0:
+            raise ValueError("the distillation temperature must be > 0")
 
 
 @dataclass
@@ -46,6 +51,9 @@ class TrainConfig:
     label_smoothing: float = 0.2
     temperature: float = 0.1
     margin: float = 0.2
+    distill: float = 0.0  # weight of the distillation loss (needs distill_from)
+    distill_from: str = ""  # comma-separated teacher checkpoint folders
+    distill_temperature: float = 4.0
     val_split: float = 0.0  # fraction of the training images held out for validation
     seed: int = 0
     threads: int = 2
@@ -62,6 +70,8 @@ class TrainConfig:
             raise CbirError("cutout and translate must be >= 0")
         if self.tta not in (0, 1, 2):
             raise CbirError("tta must be 0 (none), 1 (flip) or 2 (flip + translate)")
+        if (self.distill > 0) != bool(self.distill_from):
+            raise CbirError("--distill and --distill-from go together (a weight and teachers)")
         try:
             self.loss_weights()
         except ValueError as error:
@@ -71,5 +81,6 @@ class TrainConfig:
         return LossWeights(
             cross_entropy=self.cross_entropy, supcon=self.supcon, triplet=self.triplet,
             label_smoothing=self.label_smoothing, temperature=self.temperature,
-            margin=self.margin,
+            margin=self.margin, distill=self.distill,
+            distill_temperature=self.distill_temperature,
         )  # fmt: skip
