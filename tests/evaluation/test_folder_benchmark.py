@@ -168,17 +168,24 @@ class CentredPixels(Extractor):
         return images.reshape(len(images), -1).astype(np.float32) - self.mean_
 
 
-def test_an_extractor_that_needs_fitting_is_fitted_on_the_folder(tmp_path):
-    rng = np.random.default_rng(3)
+def three_classes_of_four(seed: int) -> Dataset:
+    """Twelve random 8x8 images, four per class."""
     labels = np.repeat(np.arange(3), 4)
-    images = Dataset(
-        [f"c{label}/{i}" for i, label in enumerate(labels)],
-        rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8), labels, ["a", "b", "c"],
-    )  # fmt: skip
-    extractor = CentredPixels()
-    metrics = run_benchmark(
-        images, images, extractor, tmp_path, depth=5, leave_one_out_queries=True, n_examples=0
+    pixels = np.random.default_rng(seed).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    ids = [f"c{label}/{i}" for i, label in enumerate(labels)]
+    return Dataset(ids, pixels, labels, ["a", "b", "c"])
+
+
+def leave_one_out_run(images: Dataset, extractor: Extractor, out: Path) -> dict:
+    return run_benchmark(
+        images, images, extractor, out, depth=5, leave_one_out_queries=True, n_examples=0
     )
+
+
+def test_an_extractor_that_needs_fitting_is_fitted_on_the_folder(tmp_path):
+    images = three_classes_of_four(seed=3)
+    extractor = CentredPixels()
+    metrics = leave_one_out_run(images, extractor, tmp_path)
     assert extractor.fitted_on_ == 12
     assert "fitted on the benchmark folder itself (12 images" in metrics["extractor_fit"]
     assert metrics["n_queries_evaluated"] == 12
@@ -200,20 +207,11 @@ class QueriesApart(CentredPixels):
 
 
 def test_queries_go_through_the_query_route_even_when_leaving_one_out(tmp_path):
-    rng = np.random.default_rng(4)
-    labels = np.repeat(np.arange(3), 4)
-    images = Dataset(
-        [f"c{label}/{i}" for i, label in enumerate(labels)],
-        rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8), labels, ["a", "b", "c"],
-    )  # fmt: skip
+    images = three_classes_of_four(seed=4)
     extractor = QueriesApart()
-    metrics = run_benchmark(
-        images, images, extractor, tmp_path, depth=5, leave_one_out_queries=True, n_examples=0
-    )
+    metrics = leave_one_out_run(images, extractor, tmp_path)
     assert extractor.query_images == 12 and "extract_queries_s" in metrics["timings"]
-    plain = CentredPixels()
-    run_benchmark(images, images, plain, tmp_path / "plain", depth=5,
-                  leave_one_out_queries=True, n_examples=0)  # fmt: skip
+    leave_one_out_run(images, CentredPixels(), tmp_path / "plain")
     assert read_run(tmp_path / "run.txt") == read_run(tmp_path / "plain" / "run.txt")
 
 
