@@ -15,11 +15,10 @@ from cbir.errors import CbirError
 from cbir.features.cnn.distill import (
     TARGETS_FILE,
     TARGETS_RECORD,
-    distillation_loss,
     teacher_folders,
     teacher_logits,
 )
-from cbir.features.cnn.losses import combined_loss
+from cbir.features.cnn.losses import combined_loss, distillation_loss
 from cbir.features.cnn.train import train
 from cbir.features.cnn.train_config import LossWeights, TrainConfig
 
@@ -55,7 +54,11 @@ def test_distill_weight_and_teachers_go_together(tmp_path: Path) -> None:
     with pytest.raises(CbirError, match="go together"):
         TrainConfig(distill_from=str(tmp_path))
     with pytest.raises(CbirError, match="not a cbir CNN checkpoint"):
-        teacher_folders(f"{tmp_path},{tmp_path / 'missing'}")
+        teacher_logits(
+            teacher_folders(f"{tmp_path},{tmp_path / 'missing'}"),
+            np.zeros((1, 32, 32, 3), np.uint8),
+            4,
+        )
     with pytest.raises(CbirError, match="temperature"):
         TrainConfig(distill=1.0, distill_from=str(tmp_path), distill_temperature=0.0)
 

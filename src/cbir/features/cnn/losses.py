@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cbir.features.cnn.distill import distillation_loss
 from cbir.features.cnn.train_config import LossWeights
 
 
@@ -43,6 +42,17 @@ def batch_hard_triplet(
     if not valid.any():
         return embeddings.sum() * 0.0
     return F.relu(hardest_positive - hardest_negative + margin)[valid].mean()
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T^2 KL(teacher || student) of the temperature-softened distributions, a batch mean
+    (the T^2 keeps its gradient on the scale of the cross-entropy's)."""
+    log_student = F.log_softmax(student.float() / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher.float() / temperature, dim=1)
+    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2
 
 
 def combined_loss(
