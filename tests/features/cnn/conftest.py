@@ -27,16 +27,27 @@ def tiny_data() -> tuple[np.ndarray, np.ndarray]:
     return colour_dataset(320)
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
-    """A tiny airbench trained for 2 epochs on 320 images."""
+def train_tiny(folder: Path, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Path:
+    """A tiny airbench trained for 2 epochs; one class name per label value."""
     from cbir.features.cnn.train import train
     from cbir.features.cnn.train_config import TrainConfig
 
-    folder = tmp_path_factory.mktemp("tiny-cnn")
     config = TrainConfig(
-        arch_options=TINY_AIRBENCH, epochs=2, batch_size=64, whiten_bias_epochs=1, tta=1
-    )
-    images, labels = tiny_data
-    train(images, labels, config, out_dir=folder, class_names=["a", "b", "c", "d"])
+        arch_options=TINY_AIRBENCH, epochs=2, batch_size=64, whiten_bias_epochs=1, tta=1,
+        seed=seed,
+    )  # fmt: skip
+    names = [chr(ord("a") + n) for n in range(int(labels.max()) + 1)]
+    train(images, labels, config, out_dir=folder, class_names=names)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
+    """A tiny airbench trained for 2 epochs on 320 images of 4 classes."""
+    return train_tiny(tmp_path_factory.mktemp("tiny-cnn"), *tiny_data)
+
+
+@pytest.fixture(scope="session")
+def second_tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
+    """Another seed of the same: a second voice for a classifier committee."""
+    return train_tiny(tmp_path_factory.mktemp("tiny-cnn-2"), *tiny_data, seed=1)

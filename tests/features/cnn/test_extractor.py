@@ -75,6 +75,18 @@ def test_a_collection_searches_with_the_query_route(cnn, tiny_data, tmp_path: Pa
     assert found[0].score < 1.0 - 1e-4  # the six-view query is not the indexed vector
 
 
+def test_read_only_images_are_described_without_a_warning(cnn, tiny_data) -> None:
+    """Images decoded from bytes (a search's upload) can be read-only numpy arrays."""
+    import warnings
+
+    images = tiny_data[0][:4].copy()
+    images.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vectors = cnn().transform(images)
+    np.testing.assert_array_equal(vectors, cnn().transform(tiny_data[0][:4]))
+
+
 def test_pca_is_fitted_on_index_images(cnn, tiny_data) -> None:
     extractor = cnn(pca=4)
     assert extractor.needs_fit
@@ -122,17 +134,78 @@ def test_class_fusion_ranks_the_predicted_class_first(cnn) -> None:
         assert all(labels[int(i)] == predicted[row] for i in found)
 
 
-def test_save_load_round_trip_pins_the_weights(cnn, tiny_data, tmp_path: Path) -> None:
-    weights = tmp_path / "weights"
-    shutil.copytree(cnn().params["weights"], weights, ignore=shutil.ignore_patterns("checkpoints"))
-    extractor = get_extractor("cnn", weights=str(weights), pca=3).fit(*tiny_data)
+def test_a_classifier_committee_votes_on_query_classes_only(
+    cnn, tiny_data, second_tiny_checkpoint: Path
+) -> None:
+    """The query's class is the argmax of the networks' mean class probabilities; index
+    images with a known label keep it, and the embedding part never changes."""
+    from cbir.features.cnn.inference import infer
+    from cbir.features.cnn.models import load_model
+
+    images, labels = tiny_data[0][:40], tiny_data[1][:40]
+    alone = cnn(class_fusion=True, bf16=False)
+    committee = cnn(class_fusion=True, bf16=False, classifiers=str(second_tiny_checkpoint))
+    queries = committee.transform_query(images)
+    np.testing.assert_array_equal(queries[:, :16], alone.transform_query(images)[:, :16])
+
+    def probabilities(weights: str) -> np.ndarray:
+        logits = infer(load_model(weights).forward_both, images, bf16=False)[1]
+        exp = np.exp(logits - logits.max(1, keepdims=True))
+        return exp / exp.sum(1, keepdims=True)
+
+    voted = probabilities(alone.params["weights"]) + probabilities(str(second_tiny_checkpoint))
+    np.testing.assert_array_equal(queries[:, 16:].argmax(1), voted.argmax(1))
+    np.testing.assert_array_equal(
+        committee.transform_index(images, labels), alone.transform_index(images, labels)
+    )
+    unknown = committee.transform_index(images, np.full(40, -1))
+    np.testing.assert_array_equal(unknown, committee.transform(images))
+
+
+def test_a_classifier_committee_is_checked(cnn, tiny_data, tmp_path: Path) -> None:
+    from .conftest import train_tiny
+
+    with pytest.raises(CbirError, match="class_fusion=true"):
+        cnn(classifiers="wide")
+    with pytest.raises(CbirError, match="no model"):
+        _ = cnn(class_fusion=True, classifiers=str(tmp_path / "missing")).dim
+    three_classes = train_tiny(tmp_path / "three", tiny_data[0][:64], tiny_data[1][:64] % 3)
+    with pytest.raises(CbirError, match="does not predict the 4 classes"):
+        _ = cnn(class_fusion=True, classifiers=str(three_classes)).dim
+
+
+def test_classifier_names() -> None:
+    from cbir.features.cnn.extractor import classifier_paths
+    from cbir.features.cnn.models import DEFAULT_WEIGHTS, WIDE_CLASSIFIER
+
+    assert WIDE_CLASSIFIER.parent == DEFAULT_WEIGHTS
+    assert classifier_paths(" wide, runs/a ,") == [WIDE_CLASSIFIER, Path("runs/a")]
+    assert classifier_paths("") == []
+
+
+@pytest.mark.parametrize("pinned", ["weights", "classifiers"])
+def test_a_saved_extractor_pins_its_networks(
+    pinned, cnn, tiny_data, second_tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Retraining the embedding network or a voting classifier makes a saved extractor (and so
+    a collection) refuse to load, instead of silently mixing two networks."""
+    tiny = cnn().params["weights"]
+    copy = tmp_path / pinned
+    source = tiny if pinned == "weights" else second_tiny_checkpoint
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    params = (
+        {"weights": str(copy), "pca": 3}
+        if pinned == "weights"
+        else {"weights": tiny, "class_fusion": True, "classifiers": str(copy)}
+    )
+    extractor = get_extractor("cnn", **params).fit(*tiny_data)
     extractor.save(tmp_path / "saved")
     loaded = load_extractor(tmp_path / "saved")
     np.testing.assert_array_equal(
-        loaded.transform(tiny_data[0][:4]), extractor.transform(tiny_data[0][:4])
+        loaded.transform_query(tiny_data[0][:4]), extractor.transform_query(tiny_data[0][:4])
     )
-    (weights / "model.safetensors").write_bytes(b"retrained")
-    with pytest.raises(CbirError, match="weights changed"):
+    (copy / "model.safetensors").write_bytes(b"retrained")
+    with pytest.raises(CbirError, match=f"{pinned} changed"):
         load_extractor(tmp_path / "saved")
 
 
@@ -153,3 +226,8 @@ def test_default_weights_are_committed() -> None:
     extractor = get_extractor("cnn")
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     assert extractor.transform(images).shape == (3, 256)
+    from cbir.features.cnn.models import WIDE_CLASSIFIER
+
+    if (WIDE_CLASSIFIER / "model.safetensors").is_file():
+        fused = get_extractor("cnn", class_fusion=True, classifiers="wide")
+        assert fused.transform_query(images).shape == (3, 266)

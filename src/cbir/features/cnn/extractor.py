@@ -6,6 +6,11 @@ the TRUE class for index images (`transform_index(images, labels)`) and the netw
 PREDICTED class for queries (`transform(images)`); a query's label is never used. With unit
 embeddings the fused vector is [e, w * onehot] / sqrt(1 + w^2), unit length again, so cosine
 similarity = (cos(e_q, e_i) + w^2 [same class]) / (1 + w^2).
+
+With class fusion on, a `classifiers` committee may decide the predicted class: the class
+probabilities of the embedding network and of each listed network are averaged. The index
+keeps the one fast network (true labels need no prediction); queries, described once per
+search, afford the extra networks, and a query's class is what fused retrieval hinges on.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +26,9 @@ from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
 from cbir.progress import progress_bar
+
+if TYPE_CHECKING:
+    from cbir.features.cnn.models import Reader
 
 PCA_FILE = "pca.npz"
 STATE_FILE = "cnn_state.json"
@@ -41,6 +49,10 @@ class CnnExtractor(Extractor):
         "fusion_weight": 1.0,
         "tta": 0,  # test-time augmentation: 0 none, 1 flip, 2 flip + translate
         "query_tta": -1,  # the same for query images only; -1 = as `tta`
+        # extra networks that vote on the predicted class (class fusion only), comma-separated:
+        # `cbir train` folders or model files taking the same input (image_size,
+        # normalisation) as `weights`; `wide` = the committed wide classifier
+        "classifiers": "",
         "batch_size": 512,
         "threads": 2,
         "bf16": True,
@@ -57,7 +69,13 @@ class CnnExtractor(Extractor):
         self._check_range("threads", 1)
         if self.params["normalisation"] not in ("cifar", "imagenet"):
             raise CbirError("parameter normalisation of extractor 'cnn' must be cifar or imagenet")
+        if self.params["classifiers"] and not self.params["class_fusion"]:
+            raise CbirError(
+                "parameter classifiers of extractor 'cnn' only votes on the class that class "
+                "fusion appends: set class_fusion=true as well"
+            )
         self._model = self._reader = None
+        self._committee: list[Reader] = []
         self._embedding_dim: int | None = None
         self._classes: int | None = None
         self.pca_mean_: np.ndarray | None = None
@@ -69,22 +87,29 @@ class CnnExtractor(Extractor):
             return
         import torch
 
-        from cbir.features.cnn.inference import infer
-        from cbir.features.cnn.models import load_model, make_reader
-        from cbir.features.cnn.networks import EmbeddingNet, fold_batchnorm
-
         torch.set_num_threads(self.params["threads"])
-        model = load_model(self.params["weights"], self.params["arch"])
-        if isinstance(model, EmbeddingNet):
-            fold_batchnorm(model)  # fewer passes over memory per image
-        self._model = model.to(memory_format=torch.channels_last)
-        self._reader = make_reader(self._model, self.params["layer"])
-        side = self.params["image_size"]
-        probe, logits = infer(self._reader, np.zeros((2, side, side, 3), np.uint8), bf16=False)
-        self._embedding_dim = probe.shape[1]
-        self._classes = None if logits is None else logits.shape[1]
+        self._model, self._reader = _network(
+            self.params["weights"], self.params["arch"], self.params["layer"]
+        )
+        self._embedding_dim, self._classes = self._probe(self._reader)
         if self.params["class_fusion"] and self._classes is None:
             raise CbirError("class_fusion needs a model with a classifier output (logits)")
+        for path in classifier_paths(self.params["classifiers"]):
+            reader = _network(str(path))[1]
+            if self._probe(reader)[1] != self._classes:
+                raise CbirError(
+                    f"classifier {path} does not predict the {self._classes} classes of "
+                    "the embedding network"
+                )
+            self._committee.append(reader)
+
+    def _probe(self, reader: Reader) -> tuple[int, int | None]:
+        """(embedding dimension, classes or None) of a network, from two blank images."""
+        from cbir.features.cnn.inference import infer
+
+        side = self.params["image_size"]
+        probe, logits = infer(reader, np.zeros((2, side, side, 3), np.uint8), bf16=False)
+        return probe.shape[1], (None if logits is None else logits.shape[1])
 
     @property
     def needs_fit(self) -> bool:  # type: ignore[override]
@@ -146,8 +171,18 @@ class CnnExtractor(Extractor):
 
     def _predicted_vectors(self, images: np.ndarray, tta: int) -> np.ndarray:
         embeddings, logits = self._raw(images, tta)
-        predicted = None if logits is None else logits.argmax(1)
-        return self._finish(embeddings, predicted)
+        if not self.params["class_fusion"]:
+            return self._finish(embeddings, None)
+        return self._finish(embeddings, self._predict(images, logits, tta))
+
+    def _predict(self, images: np.ndarray, logits: np.ndarray, tta: int) -> np.ndarray:
+        """Predicted classes: this network's, or the committee's mean class probabilities."""
+        if not self._committee:
+            return logits.argmax(1)
+        probabilities = _softmax(logits)
+        for reader in self._committee:
+            probabilities += _softmax(self._infer(reader, images, tta)[1])
+        return probabilities.argmax(1)
 
     def transform_index(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Index vectors: class fusion uses the TRUE labels (an unknown label, -1, falls back
@@ -162,23 +197,31 @@ class CnnExtractor(Extractor):
         step = self.params["batch_size"] * 4
         with progress_bar(len(images), "describe index") as bar:
             for start in range(0, len(images), step):
-                embeddings, logits = self._raw(images[start : start + step])
-                known = labels[start : start + step].astype(np.int64)
-                classes = np.where(known >= 0, known, logits.argmax(1))
+                chunk = images[start : start + step]
+                embeddings, logits = self._raw(chunk)
+                classes = labels[start : start + step].astype(np.int64)
+                unknown = classes < 0
+                if unknown.any():
+                    tta = self.params["tta"]
+                    classes[unknown] = self._predict(chunk[unknown], logits[unknown], tta)
                 out[start : start + step] = self._finish(embeddings, classes)
-                bar.update(len(known))
+                bar.update(len(classes))
         return out
 
     # --- steps ---------------------------------------------------------------------------------
     def _raw(
         self, images: np.ndarray, tta: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
+        self._load()
+        return self._infer(self._reader, images, self.params["tta"] if tta is None else tta)
+
+    def _infer(
+        self, reader: Reader, images: np.ndarray, tta: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         from cbir.features.cnn.inference import infer
 
-        self._load()
-        tta = self.params["tta"] if tta is None else tta
         return infer(
-            self._reader, images, tta=tta, batch_size=self.params["batch_size"],
+            reader, images, tta=tta, batch_size=self.params["batch_size"],
             bf16=self.params["bf16"], statistics=self.params["normalisation"],
             size=self.params["image_size"],
         )  # fmt: skip
@@ -200,7 +243,8 @@ class CnnExtractor(Extractor):
     def _save_state(self, folder: Path) -> None:
         # The weights' checksum pins the network: a collection must not silently change meaning
         # when the default weights are retrained.
-        state = {"weights_sha256": weights_checksum(self.params["weights"])}
+        state = {"weights_sha256": weights_checksum(self.params["weights"]),
+                 "classifiers_sha256": self._classifier_checksums()}  # fmt: skip
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
         if self.pca_components_ is not None:
             np.savez(folder / PCA_FILE, mean=self.pca_mean_, components=self.pca_components_)
@@ -208,15 +252,45 @@ class CnnExtractor(Extractor):
     def _load_state(self, folder: Path) -> None:
         state_path = folder / STATE_FILE
         if state_path.is_file():
-            expected = json.loads(state_path.read_text())["weights_sha256"]
-            if expected != weights_checksum(self.params["weights"]):
+            state = json.loads(state_path.read_text())
+            if state["weights_sha256"] != weights_checksum(self.params["weights"]):
                 raise CbirError(
                     f"the CNN weights changed since this collection was built ({folder}); "
                     "re-index it or point weights= at the original model"
                 )
+            if state.get("classifiers_sha256", []) != self._classifier_checksums():
+                raise CbirError(
+                    f"the CNN classifiers changed since this collection was built ({folder}); "
+                    "re-index it or point classifiers= at the original models"
+                )
         if (folder / PCA_FILE).is_file():
             with np.load(folder / PCA_FILE, allow_pickle=False) as arrays:
                 self.pca_mean_, self.pca_components_ = arrays["mean"], arrays["components"]
+
+    def _classifier_checksums(self) -> list[str]:
+        return [weights_checksum(str(p)) for p in classifier_paths(self.params["classifiers"])]
+
+
+def _network(weights: str, arch: str = "", layer: str = "") -> tuple[Any, Reader]:
+    """(model, reader) of a network ready for inference: BatchNorm folded, channels-last."""
+    import torch
+
+    from cbir.features.cnn.models import load_model, make_reader
+    from cbir.features.cnn.networks import EmbeddingNet, fold_batchnorm
+
+    model = load_model(weights, arch)
+    if isinstance(model, EmbeddingNet):
+        fold_batchnorm(model)  # fewer passes over memory per image
+    model = model.to(memory_format=torch.channels_last)
+    return model, make_reader(model, layer)
+
+
+def classifier_paths(spec: str) -> list[Path]:
+    """The networks a `classifiers` parameter names, in order; `wide` is the committed one."""
+    from cbir.features.cnn.models import WIDE_CLASSIFIER
+
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    return [WIDE_CLASSIFIER if name == "wide" else Path(name).expanduser() for name in names]
 
 
 def weights_checksum(weights: str) -> str:
@@ -231,6 +305,11 @@ def weights_checksum(weights: str) -> str:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
 
 
 def _l2_normalise(vectors: np.ndarray) -> np.ndarray:

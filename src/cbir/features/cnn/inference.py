@@ -65,7 +65,9 @@ def infer(
     embeddings, logits = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            part = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            # Decoded images may be read-only; torch wants (and warns without) a writable array.
+            chunk = np.require(images[start : start + batch_size], requirements=["C", "W"])
+            part = torch.from_numpy(chunk)
             embedding, out = forward_tta(read, normalise(part, statistics, size), tta, bf16)
             embeddings.append(embedding.numpy())
             if out is not None:

@@ -23,6 +23,8 @@ from cbir.features.cnn.checkpoint import CONFIG_FILE, load_checkpoint
 from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
+# A wider network shipped to vote on query classes (extractor parameter classifiers=wide).
+WIDE_CLASSIFIER = DEFAULT_WEIGHTS / "wide"
 
 # Takes a normalised NCHW batch, returns (embedding, logits or None).
 Reader = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
