@@ -36,7 +36,6 @@ def save_checkpoint(folder: Path, net: EmbeddingNet, config: dict[str, Any]) -> 
 
 def load_checkpoint(folder: Path) -> tuple[EmbeddingNet, dict[str, Any]]:
     """The network in eval mode and its config."""
-    from safetensors.torch import load_file
 
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -50,7 +49,7 @@ def load_checkpoint(folder: Path) -> tuple[EmbeddingNet, dict[str, Any]]:
         raise CbirError(f"{config_path}: unsupported checkpoint format {config.get('format')!r}")
     net = build_network(config["arch"], **config.get("arch_options", {}))
     try:
-        net.load_state_dict(load_file(str(weights_path)))
+        net.load_state_dict(read_weights(weights_path))
     except RuntimeError as error:
         raise CbirError(f"{weights_path} does not match its {CONFIG_FILE}: {error}") from error
     return net.eval(), config
@@ -58,20 +57,57 @@ def load_checkpoint(folder: Path) -> tuple[EmbeddingNet, dict[str, Any]]:
 
 def export_checkpoint(source: Path, target: Path, dtype: str = "float16") -> None:
     """Copy a trained model for shipping: weights cast to `dtype` (float16 halves the file;
-    loading casts back to float32), its config and its training log."""
+    int8 quarters it, see `_quantised`; loading casts back to float32), its config and its
+    training log."""
     import shutil
 
     from safetensors.torch import save_file
 
     from cbir.storage import atomic_write_json
 
+    if dtype not in ("float16", "bfloat16", "int8"):
+        raise CbirError(f"cannot ship weights as {dtype!r}: choose float16, bfloat16 or int8")
     source, target = Path(source), Path(target)
     net, config = load_checkpoint(source)
     target.mkdir(parents=True, exist_ok=True)
-    cast = getattr(torch, dtype)
-    state = {k: v.to(cast) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    if dtype == "int8":
+        state = _quantised(net.state_dict())
+    else:
+        cast = getattr(torch, dtype)
+        state = {k: v.to(cast) if v.is_floating_point() else v for k, v in net.state_dict().items()}
     save_file(state, str(target / WEIGHTS_FILE), metadata={"format": str(FORMAT)})
     atomic_write_json(target / CONFIG_FILE, {**config, "stored_dtype": dtype})
     for name in ("train_log.jsonl", "train.log"):
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)
+
+
+# int8 storage: every kernel / matrix as int8 with one float scale per output channel
+# (symmetric, max-abs / 127), stored beside it under this suffix; other tensors as float16.
+SCALE_SUFFIX = ".int8_scale"
+
+
+def _quantised(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.ndim >= 2:
+            channel_max = tensor.abs().amax(dim=tuple(range(1, tensor.ndim)), keepdim=True)
+            scale = channel_max.clamp_min(1e-12) / 127
+            out[key] = torch.round(tensor / scale).to(torch.int8)
+            out[key + SCALE_SUFFIX] = scale.float()
+        else:
+            out[key] = tensor.half() if tensor.is_floating_point() else tensor
+    return out
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict, with int8-stored kernels (see `_quantised`) restored to float."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    scales = {k[: -len(SCALE_SUFFIX)]: v for k, v in state.items() if k.endswith(SCALE_SUFFIX)}
+    return {
+        key: tensor.float() * scales[key] if key in scales else tensor
+        for key, tensor in state.items()
+        if not key.endswith(SCALE_SUFFIX)
+    }

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cbir.errors import CbirError
-from cbir.features.cnn.checkpoint import CONFIG_FILE, load_checkpoint
+from cbir.features.cnn.checkpoint import CONFIG_FILE, load_checkpoint, read_weights
 from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
@@ -51,11 +51,9 @@ def load_model(weights: str, arch: str = "", classes: int = 10) -> nn.Module:
 
 
 def _from_state_dict(path: Path, arch: str, classes: int) -> nn.Module:
-    from safetensors.torch import load_file
-
     if not arch:
         raise CbirError(f"{path} is a bare state dict: name its architecture with arch=NAME")
-    state = load_file(str(path))
+    state = read_weights(path)
     if arch in ARCHITECTURES:
         model: nn.Module = build_network(arch, classes=classes)
     elif arch.partition(":")[0] in ("torchvision", "timm"):
