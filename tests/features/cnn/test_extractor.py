@@ -176,10 +176,11 @@ def test_a_classifier_committee_is_checked(cnn, tiny_data, tmp_path: Path) -> No
 
 def test_classifier_names() -> None:
     from cbir.features.cnn.extractor import classifier_paths
-    from cbir.features.cnn.models import DEFAULT_WEIGHTS, WIDE_CLASSIFIER
+    from cbir.features.cnn.models import DEFAULT_WEIGHTS
 
-    assert WIDE_CLASSIFIER.parent == DEFAULT_WEIGHTS
-    assert classifier_paths(" wide, runs/a ,") == [WIDE_CLASSIFIER, Path("runs/a")]
+    wide, seed1 = DEFAULT_WEIGHTS / "wide", DEFAULT_WEIGHTS / "wide-seed1"
+    assert classifier_paths(" wide, runs/a ,wide-seed1") == [wide, Path("runs/a"), seed1]
+    assert classifier_paths("wide-seed2") == [Path("wide-seed2")]  # not committed: a path
     assert classifier_paths("") == []
 
 
@@ -226,8 +227,5 @@ def test_default_weights_are_committed() -> None:
     extractor = get_extractor("cnn")
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     assert extractor.transform(images).shape == (3, 256)
-    from cbir.features.cnn.models import WIDE_CLASSIFIER
-
-    if (WIDE_CLASSIFIER / "model.safetensors").is_file():
-        fused = get_extractor("cnn", class_fusion=True, classifiers="wide")
-        assert fused.transform_query(images).shape == (3, 266)
+    fused = get_extractor("cnn", class_fusion=True, classifiers="wide,wide-seed1")
+    assert fused.transform_query(images).shape == (3, 266)

@@ -113,6 +113,17 @@ def test_export_shrinks_the_weights_and_keeps_predictions(
     assert (after.argmax(1) == before.argmax(1)).mean() >= 0.9  # a 2-epoch net has near ties
 
 
+def test_int8_export_keeps_the_input_and_output_layers_in_float16(tiny_checkpoint, tmp_path):
+    from cbir.features.cnn.checkpoint import export_checkpoint
+
+    export_checkpoint(tiny_checkpoint, tmp_path / "shipped", dtype="int8")
+    stored = load_file(str(tmp_path / "shipped" / WEIGHTS_FILE))
+    state = load_checkpoint(tiny_checkpoint)[0].state_dict()  # in the network's layer order
+    kernels = [k for k, v in state.items() if v.ndim >= 2]
+    assert stored[kernels[0]].dtype == stored[kernels[-1]].dtype == torch.float16
+    assert {stored[k].dtype for k in kernels[1:-1]} == {torch.int8}
+
+
 def test_export_refuses_an_unknown_dtype(tiny_checkpoint, tmp_path):
     from cbir.features.cnn.checkpoint import export_checkpoint
 

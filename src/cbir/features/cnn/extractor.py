@@ -51,7 +51,7 @@ class CnnExtractor(Extractor):
         "query_tta": -1,  # the same for query images only; -1 = as `tta`
         # extra networks that vote on the predicted class (class fusion only), comma-separated:
         # `cbir train` folders or model files taking the same input (image_size,
-        # normalisation) as `weights`; `wide` = the committed wide classifier
+        # normalisation) as `weights`; `wide`, `wide-seed1` = the committed wide classifiers
         "classifiers": "",
         "batch_size": 512,
         "threads": 2,
@@ -286,11 +286,12 @@ def _network(weights: str, arch: str = "", layer: str = "") -> tuple[Any, Reader
 
 
 def classifier_paths(spec: str) -> list[Path]:
-    """The networks a `classifiers` parameter names, in order; `wide` is the committed one."""
-    from cbir.features.cnn.models import WIDE_CLASSIFIER
+    """The networks a `classifiers` parameter names, in order: committed ones by name (`wide`,
+    `wide-seed1`), any other as a path."""
+    from cbir.features.cnn.models import COMMITTED_CLASSIFIERS
 
     names = [name.strip() for name in spec.split(",") if name.strip()]
-    return [WIDE_CLASSIFIER if name == "wide" else Path(name).expanduser() for name in names]
+    return [COMMITTED_CLASSIFIERS.get(name) or Path(name).expanduser() for name in names]
 
 
 def weights_checksum(weights: str) -> str:

@@ -23,8 +23,9 @@ from cbir.features.cnn.checkpoint import CONFIG_FILE, load_checkpoint, read_weig
 from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
-# A wider network shipped to vote on query classes (extractor parameter classifiers=wide).
-WIDE_CLASSIFIER = DEFAULT_WEIGHTS / "wide"
+# Wider networks shipped to vote on query classes (extractor parameter classifiers=...), by
+# the name that parameter takes: the same recipe trained from two seeds.
+COMMITTED_CLASSIFIERS = {name: DEFAULT_WEIGHTS / name for name in ("wide", "wide-seed1")}
 
 # Takes a normalised NCHW batch, returns (embedding, logits or None).
 Reader = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
