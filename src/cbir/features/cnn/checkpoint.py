@@ -36,7 +36,6 @@ def save_checkpoint(folder: Path, net: EmbeddingNet, config: dict[str, Any]) -> 
 
 def load_checkpoint(folder: Path) -> tuple[EmbeddingNet, dict[str, Any]]:
     """The network in eval mode and its config."""
-
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():

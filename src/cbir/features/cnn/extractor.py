@@ -74,7 +74,7 @@ class CnnExtractor(Extractor):
                 "parameter classifiers of extractor 'cnn' only votes on the class that class "
                 "fusion appends: set class_fusion=true as well"
             )
-        self._model = self._reader = None
+        self._reader: Reader | None = None
         self._committee: list[Reader] = []
         self._embedding_dim: int | None = None
         self._classes: int | None = None
@@ -88,14 +88,12 @@ class CnnExtractor(Extractor):
         import torch
 
         torch.set_num_threads(self.params["threads"])
-        self._model, self._reader = _network(
-            self.params["weights"], self.params["arch"], self.params["layer"]
-        )
+        self._reader = _reader(self.params["weights"], self.params["arch"], self.params["layer"])
         self._embedding_dim, self._classes = self._probe(self._reader)
         if self.params["class_fusion"] and self._classes is None:
             raise CbirError("class_fusion needs a model with a classifier output (logits)")
         for path in classifier_paths(self.params["classifiers"]):
-            reader = _network(str(path))[1]
+            reader = _reader(str(path))
             if self._probe(reader)[1] != self._classes:
                 raise CbirError(
                     f"classifier {path} does not predict the {self._classes} classes of "
@@ -271,8 +269,9 @@ class CnnExtractor(Extractor):
         return [weights_checksum(str(p)) for p in classifier_paths(self.params["classifiers"])]
 
 
-def _network(weights: str, arch: str = "", layer: str = "") -> tuple[Any, Reader]:
-    """(model, reader) of a network ready for inference: BatchNorm folded, channels-last."""
+def _reader(weights: str, arch: str = "", layer: str = "") -> Reader:
+    """The reader of a network ready for inference (BatchNorm folded, channels-last); it holds
+    the model."""
     import torch
 
     from cbir.features.cnn.models import load_model, make_reader
@@ -282,7 +281,7 @@ def _network(weights: str, arch: str = "", layer: str = "") -> tuple[Any, Reader
     if isinstance(model, EmbeddingNet):
         fold_batchnorm(model)  # fewer passes over memory per image
     model = model.to(memory_format=torch.channels_last)
-    return model, make_reader(model, layer)
+    return make_reader(model, layer)
 
 
 def classifier_paths(spec: str) -> list[Path]:
