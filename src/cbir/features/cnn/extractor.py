@@ -88,12 +88,13 @@ class CnnExtractor(Extractor):
         import torch
 
         torch.set_num_threads(self.params["threads"])
-        self._reader = _reader(self.params["weights"], self.params["arch"], self.params["layer"])
+        params = self.params
+        self._reader = network_reader(params["weights"], params["arch"], params["layer"])
         self._embedding_dim, self._classes = self._probe(self._reader)
         if self.params["class_fusion"] and self._classes is None:
             raise CbirError("class_fusion needs a model with a classifier output (logits)")
         for path in classifier_paths(self.params["classifiers"]):
-            reader = _reader(str(path))
+            reader = network_reader(str(path))
             if self._probe(reader)[1] != self._classes:
                 raise CbirError(
                     f"classifier {path} does not predict the {self._classes} classes of "
@@ -177,9 +178,11 @@ class CnnExtractor(Extractor):
         """Predicted classes: this network's, or the committee's mean class probabilities."""
         if not self._committee:
             return logits.argmax(1)
-        probabilities = _softmax(logits)
+        from cbir.features.cnn.inference import softmax
+
+        probabilities = softmax(logits)
         for reader in self._committee:
-            probabilities += _softmax(self._infer(reader, images, tta)[1])
+            probabilities += softmax(self._infer(reader, images, tta)[1])
         return probabilities.argmax(1)
 
     def transform_index(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -269,7 +272,7 @@ class CnnExtractor(Extractor):
         return [weights_checksum(str(p)) for p in classifier_paths(self.params["classifiers"])]
 
 
-def _reader(weights: str, arch: str = "", layer: str = "") -> Reader:
+def network_reader(weights: str, arch: str = "", layer: str = "") -> Reader:
     """The reader of a network ready for inference (BatchNorm folded, channels-last); it holds
     the model."""
     import torch
@@ -305,11 +308,6 @@ def weights_checksum(weights: str) -> str:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
 
 
 def _l2_normalise(vectors: np.ndarray) -> np.ndarray:

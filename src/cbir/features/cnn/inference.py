@@ -16,6 +16,12 @@ from cbir.features.cnn.networks import normalise
 TTA_LEVELS = (0, 1, 2)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of (N, classes) logits, row by row."""
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
 def autocast(bf16: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
