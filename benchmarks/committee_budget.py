@@ -1,8 +1,8 @@
 """What each committee of trained networks buys for its training time, on CIFAR-10.
 
     CBIR_DATA_DIR=../shared/data .venv/bin/python benchmarks/committee_budget.py \
-        default wide wide-seed1 runs/cnn-ce50 runs/cnn-supcon30 \
-        --out benchmarks/results/committee-budget.json
+        default wide wide-seed1 runs/cnn-wide15-s2 runs/cnn-wide15-s3 runs/cnn-ce50 \
+        runs/cnn-supcon30 --out benchmarks/results/committee-budget.json
 
 The first network is the embedding network, in every committee; the others are voters, named
 as the `cnn` extractor's `classifiers` parameter names them (`wide`, `wide-seed1` or a `cbir
@@ -13,8 +13,8 @@ probabilities, as the extractor's. With class fusion on CIFAR-10 (5,000 index im
 so at least 100 relevant for every query) a query's top 100 is all of its predicted class,
 so the committee's test accuracy IS the normalised mAP@100 of `cbir benchmark cifar10
 --extractor cnn -p class_fusion=true -p query_tta=2 -p classifiers=...`. The training time
-of a network is the `train_seconds` its `train_log.jsonl` recorded (as it ran: threads and
-machine load vary between runs, see each folder's README). Prints and saves JSON.
+of a network is the `train_seconds` that `cbir train` recorded in its `config.json` (as it
+ran: threads and machine load vary between runs, see each folder's README). Prints and saves JSON.
 """
 
 from __future__ import annotations
@@ -27,26 +27,22 @@ from pathlib import Path
 from cbir.benchmarking.measure import load_average, machine, save_result, stopwatch
 from cbir.datasets import load_cifar10
 from cbir.evaluation.benchmark import dataset_label
+from cbir.features.cnn.checkpoint import CONFIG_FILE
 from cbir.features.cnn.extractor import classifier_paths, network_reader
 from cbir.features.cnn.inference import infer, softmax
 from cbir.features.cnn.models import DEFAULT_WEIGHTS
-from cbir.features.cnn.train import LOG_FILE
 
 
 def network_folder(name: str) -> Path:
     return DEFAULT_WEIGHTS if name == "default" else classifier_paths(name)[0]
 
 
-def logged_train_seconds(folder: Path) -> float | None:
-    """The training time the run's own log recorded, or None without a log."""
-    log_path = folder / LOG_FILE
-    if not log_path.is_file():
+def recorded_train_seconds(folder: Path) -> float | None:
+    """The training time `cbir train` recorded in the run's config, or None without one."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
         return None
-    for line in reversed(log_path.read_text().splitlines()):
-        entry = json.loads(line)
-        if "final" in entry:
-            return float(entry["final"]["train_seconds"])
-    return None
+    return json.loads(config_path.read_text()).get("metrics", {}).get("train_seconds")
 
 
 def main() -> None:
@@ -68,7 +64,7 @@ def main() -> None:
         if logits is None:
             raise SystemExit(f"{name} has no classifier output to vote with")
         probabilities[name] = softmax(logits)
-        seconds = logged_train_seconds(folder)
+        seconds = recorded_train_seconds(folder)
         networks.append({
             "network": name,
             "accuracy": round(float((logits.argmax(1) == queries.labels).mean()), 4),

@@ -87,13 +87,13 @@ class CnnExtractor(Extractor):
             return
         import torch
 
-        torch.set_num_threads(self.params["threads"])
         params = self.params
+        torch.set_num_threads(params["threads"])
         self._reader = network_reader(params["weights"], params["arch"], params["layer"])
         self._embedding_dim, self._classes = self._probe(self._reader)
-        if self.params["class_fusion"] and self._classes is None:
+        if params["class_fusion"] and self._classes is None:
             raise CbirError("class_fusion needs a model with a classifier output (logits)")
-        for path in classifier_paths(self.params["classifiers"]):
+        for path in classifier_paths(params["classifiers"]):
             reader = network_reader(str(path))
             if self._probe(reader)[1] != self._classes:
                 raise CbirError(
