@@ -182,6 +182,11 @@ def test_extractor_state_that_disagrees_with_the_manifest_is_refused(collection,
     state = json.loads(params.read_text())
     state["params"]["bins"] = 64
     params.write_text(json.dumps(state))
+    with pytest.raises(CollectionError, match="params.json missing, added or changed"):
+        Collection.open(folder)  # the manifest pins every file of the fitted state
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["extractor_files"]  # as a collection made before checksums were kept
+    (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CollectionError, match="the collection is damaged"):
         Collection.open(folder)
     params.write_text("{not json")

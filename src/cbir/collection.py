@@ -32,6 +32,7 @@ are kept in the manifest; see `cbir.index.settings` for credentials and preceden
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import sqlite3
@@ -173,12 +174,16 @@ class Collection:
                 constructor_settings, _ = settings_at_open(backend, settings, folder, given)
                 backend_type(dim=extractor.dim, metric=metric, **constructor_settings).close()
             extractor.save(folder / EXTRACTOR_DIR)
+            fitted = extractor.fit_record_.describe() if extractor.fit_record_ else None
             db = Database(folder / METADATA)
             db.create_schema()
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "cbir_version": __version__,
                 "extractor": _as_json(extractor.describe()),
+                # what the extractor learnt is part of the collection: pinned by checksum
+                "extractor_files": extractor_checksums(folder / EXTRACTOR_DIR),
+                "fitted": fitted,
                 "dim": extractor.dim,
                 "metric": metric,
                 "backend": {"name": backend, "settings": _as_json(settings)},
@@ -634,8 +639,30 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def extractor_checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a saved extractor (parameters, learnt state, fit record)."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    }
+
+
 def load_collection_extractor(folder: Path, manifest: dict[str, Any]) -> Extractor:
     """The collection's extractor, checked against what its manifest promises."""
+    pinned = manifest.get("extractor_files")  # absent in collections made before it was kept
+    if pinned is not None:
+        try:
+            found = extractor_checksums(folder / EXTRACTOR_DIR)
+        except OSError as error:
+            raise CollectionError(f"{folder}: {EXTRACTOR_DIR}/ is unreadable ({error})") from None
+        changed = sorted(name for name in pinned.keys() | found.keys()
+                         if pinned.get(name) != found.get(name))  # fmt: skip
+        if changed:
+            raise CollectionError(
+                f"{folder}: {EXTRACTOR_DIR}/ does not match its checksums in the manifest "
+                f"({', '.join(changed)} missing, added or changed); the collection is damaged"
+            )
     try:
         extractor = load_extractor(folder / EXTRACTOR_DIR)
     except CbirError:

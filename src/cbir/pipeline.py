@@ -66,6 +66,22 @@ def describe(
     return out
 
 
+def describe_index(
+    extractor: Extractor,
+    images: np.ndarray,
+    label_names: list[str | None],
+    describer: Describer = transform,
+) -> np.ndarray:
+    """Vectors of images to index. An extractor that describes index images with their
+    labels (class fusion) gets each label's class number, -1 (predicted instead) for an
+    unlabelled image or a class it does not know; any other goes through `describer`."""
+    if not extractor.uses_index_labels:
+        return describer(extractor, images)
+    number = {name: i for i, name in enumerate(extractor.class_names or [])}
+    classes = np.array([number.get(name, -1) for name in label_names], dtype=np.int64)
+    return extractor.transform_index(images, classes)
+
+
 @dataclass
 class IndexReport:
     added: int = 0
@@ -253,7 +269,8 @@ def _commit_all(
     with progress_bar(report.total_files, "index") as bar:
         for batch in prefetched(batches, PREFETCH):
             if batch.records:
-                vectors = describer(collection.extractor, batch.images)
+                labels = [record.label for record in batch.records]
+                vectors = describe_index(collection.extractor, batch.images, labels, describer)
                 collection.add(batch.records, vectors, blobs=batch.blobs, replace=batch.updates > 0)
             report.added += len(batch.records) - batch.updates
             report.updated += batch.updates

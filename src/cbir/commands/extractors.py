@@ -13,9 +13,14 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cbir.features import available, get_extractor
+    from cbir.features.presets import PRESETS
 
     for name in available():
         extractor = get_extractor(name)
         fit = "needs fit" if extractor.needs_fit else "no fit"
         print(f"{name:<16} {fit:<10} {json.dumps(extractor.params, sort_keys=True)}")
+    print("\npresets (-e NAME; -p values override them):")
+    for name, preset in PRESETS.items():
+        flags = " ".join(f"-p {key}={json.dumps(value)}" for key, value in preset.params.items())
+        print(f"{name:<16} = {preset.extractor} {flags}\n{'':<16}   {preset.measured}")
     return 0

@@ -23,6 +23,12 @@ def add_parser(commands) -> None:
     index.add_argument("--collection", "-c", required=True, type=Path, help="collection folder")
     add_extractor_arguments(index, None)
     add_backend_arguments(index, choose=True)
+    index.add_argument(
+        "--fit-on", metavar="DIR",
+        help="for an extractor that learns (bovw, cnn with pca): fit it on this labelled "
+        "folder (or cifar10[:train|:test]) when the collection is created; default: on the "
+        "labelled images being indexed",
+    )  # fmt: skip
     index.add_argument("--batch-size", type=int, default=1024, help="images per commit")
     index.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     add_wait_argument(index)
@@ -42,6 +48,7 @@ def add_wait_argument(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cbir.collection import Collection
     from cbir.features import DEFAULT_EXTRACTOR, get_extractor
+    from cbir.fitting import fit_extractor, load_fit_images
     from cbir.pipeline import index_dataset, index_folder
 
     if args.batch_size < 1:
@@ -57,11 +64,16 @@ def run(args: argparse.Namespace) -> int:
     describer = describer_from_args(args)  # a missing Ray fails before the collection is touched
 
     def new_extractor():
-        if requested.needs_fit:
-            raise CbirError(
-                f"extractor {requested.name!r} must be fitted first; fit it with its own command"
-            )
-        return requested
+        """The extractor of a new collection: fitted first when it learns."""
+        if not requested.needs_fit:
+            return requested
+        if args.fit_on:
+            data, fitted_on = load_fit_images(args.fit_on, requested, args.data)
+        elif is_cifar:
+            data, fitted_on = source, args.folder
+        else:
+            data, fitted_on = load_fit_images(args.folder, requested)
+        return fit_extractor(requested, data, fitted_on)
 
     with Collection.open_or_create(
         args.collection, new_extractor, backend=args.backend, lock_timeout=args.wait,
@@ -69,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     ) as collection:  # fmt: skip
         check_same_extractor(collection, args.extractor, dict(args.param))
         check_same_backend(collection, args.backend)
+        fitted = collection.manifest.get("fitted")
+        if args.fit_on and fitted:
+            print(f"{args.collection} is fitted already ({fitted}); --fit-on is not used",
+                  file=sys.stderr)  # fmt: skip
         if is_cifar:
             report = index_dataset(
                 source, collection, batch_size=args.batch_size, describer=describer
@@ -93,21 +109,26 @@ def check_same_extractor(collection, name: str | None, params: dict) -> None:
     """A collection is extended only with the extractor (and parameters) it was built with:
     vectors of another kind would be silently meaningless next to its own."""
     from cbir.features import get_extractor
+    from cbir.features.presets import resolve
 
     have = collection.manifest["extractor"]
+    if name:
+        name, params = resolve(name, params)
     if name and name != have["name"]:
         raise CbirError(
             f"{collection.folder} was built with extractor {have['name']!r}, not {name!r}; "
             "use a new --collection folder for another extractor"
         )
     if params:
+        # Only what was asked is compared: fitting may have set others (bovw's classes).
         wanted = json.loads(json.dumps(get_extractor(have["name"], **params).params))
-        if wanted != have["params"]:
+        differ = {key: wanted[key] for key in params if wanted[key] != have["params"].get(key)}
+        if differ:
+            built = {key: have["params"].get(key) for key in differ}
             raise CbirError(
                 f"{collection.folder} was built with {have['name']} "
-                f"{json.dumps(have['params'], sort_keys=True)}, not "
-                f"{json.dumps(wanted, sort_keys=True)}; use a new --collection folder for "
-                "other parameters"
+                f"{json.dumps(built, sort_keys=True)}, not {json.dumps(differ, sort_keys=True)}; "
+                "use a new --collection folder for other parameters"
             )
 
 

@@ -39,6 +39,7 @@ def register(name: str):
 
 
 def available() -> list[str]:
+    """Extractor names; presets (`cbir.features.presets`) are listed apart."""
     return sorted(set(_BUILTIN_MODULES) | set(_REGISTRY))
 
 
@@ -46,13 +47,20 @@ def extractor_class(name: str) -> type[Extractor]:
     if name not in _REGISTRY and name in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[name])
     if name not in _REGISTRY:
+        from cbir.features.presets import PRESETS
+
         raise UnknownNameError(
-            f"unknown extractor {name!r}; choose one of: {', '.join(available())}"
+            f"unknown extractor {name!r}; choose one of: {', '.join(available())} "
+            f"(or a preset: {', '.join(PRESETS)})"
         )
     return _REGISTRY[name]
 
 
 def get_extractor(name: str, **params: Any) -> Extractor:
+    """A new extractor by registry name, or by preset name (its parameters, then `params`)."""
+    from cbir.features.presets import resolve
+
+    name, params = resolve(name, params)
     return extractor_class(name)(**params)
 
 

@@ -15,11 +15,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cbir.errors import CbirError
+from cbir.features.fit_record import FitRecord
 
 # Fitting may stream batches instead of one giant array.
 ImageBatches = np.ndarray | Iterable[np.ndarray]
 
 PARAMS_FILE = "params.json"
+CLASSES_FILE = "classes.json"  # the names of a fitted extractor's classes, in class order
 
 
 class Extractor:
@@ -43,6 +45,8 @@ class Extractor:
         if self.defaults is not None:
             params = resolve_params(self.name or type(self).__name__, params, self.defaults)
         self.params: dict[str, Any] = dict(params)
+        self.classes_: list[str] | None = None  # set when fitted on labelled images
+        self.fit_record_: FitRecord | None = None  # how it was fitted (cbir.fitting)
 
     def _check_range(self, key: str, minimum: float, maximum: float | None = None) -> None:
         """Raise a CbirError unless minimum <= params[key] (<= maximum)."""
@@ -87,6 +91,35 @@ class Extractor:
     def _extract_query_batch(self, images: np.ndarray) -> np.ndarray:
         return self._extract_batch(images)
 
+    # --- labels: what supervised extractors learn from, and what class fusion appends --------
+    @property
+    def fit_uses_labels(self) -> bool:
+        """True when `fit` learns from labels (a classifier, LDA): a query must then never be
+        among the images it was fitted on, or its own label leaks into its ranking."""
+        return False
+
+    @property
+    def uses_index_labels(self) -> bool:
+        """True when index images are described with their labels (`transform_index`), as
+        class fusion appends the true class of an index image."""
+        return False
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names of the classes a label-using extractor knows (class i is
+        `class_names[i]`), so that a collection's label names map to class numbers."""
+        return self.classes_
+
+    def transform_index(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Vectors of images to index, given their class numbers (-1 unknown); the same as
+        `transform` unless `uses_index_labels`."""
+        return self.transform(images)
+
+    @property
+    def run_tag(self) -> str:
+        """The TREC run tag of this extractor's runs."""
+        return self.name
+
     def _vectors(
         self, images: np.ndarray, extract: Callable[[np.ndarray], np.ndarray]
     ) -> np.ndarray:
@@ -107,12 +140,19 @@ class Extractor:
         folder.mkdir(parents=True, exist_ok=True)
         payload = {"name": self.name, "params": self.params}
         (folder / PARAMS_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+        if self.classes_ is not None:
+            (folder / CLASSES_FILE).write_text(json.dumps(self.classes_))
+        if self.fit_record_ is not None:
+            self.fit_record_.save(folder)
         self._save_state(folder)
 
     @classmethod
     def load(cls, folder: Path) -> Extractor:
         payload = json.loads((Path(folder) / PARAMS_FILE).read_text())
         extractor = cls(**payload["params"])
+        if (Path(folder) / CLASSES_FILE).is_file():
+            extractor.classes_ = json.loads((Path(folder) / CLASSES_FILE).read_text())
+        extractor.fit_record_ = FitRecord.load(Path(folder))
         extractor._load_state(Path(folder))
         return extractor
 

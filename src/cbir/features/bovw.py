@@ -159,13 +159,17 @@ class ClassFusedBovw(Extractor):
         return self.params["class_fusion"]
 
     @property
+    def fit_uses_labels(self) -> bool:
+        return self.params["class_fusion"] or self.params["projection"] != "none"
+
+    @property
     def run_tag(self) -> str:
         return f"{self.name}+class_fusion" if self.params["class_fusion"] else self.name
 
     def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> ClassFusedBovw:
         images = _stack(images)
         p = self.params
-        learns_from_labels = p["class_fusion"] or p["projection"] != "none"
+        learns_from_labels = self.fit_uses_labels
         if learns_from_labels:  # check the labels before minutes of vocabulary work
             labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
             if len(labels) != len(images) or (labels < 0).any():

@@ -131,6 +131,18 @@ class CnnExtractor(Extractor):
         return self.params["class_fusion"]
 
     @property
+    def class_names(self) -> list[str] | None:  # type: ignore[override]
+        """CIFAR-10's classes for the networks `cbir train` makes (the committed default or a
+        training folder); a user's model file names none, so its predicted class is used."""
+        weights = self.params["weights"]
+        if not self.params["class_fusion"] or (weights and not Path(weights).is_dir()):
+            return None
+        from cbir.datasets import CIFAR10_CLASSES
+
+        self._load()
+        return list(CIFAR10_CLASSES) if self._classes == len(CIFAR10_CLASSES) else None
+
+    @property
     def run_tag(self) -> str:
         """TREC run tag: class-fused runs are told apart from pure-embedding ones."""
         return "cnn+class_fusion" if self.params["class_fusion"] else "cnn"
