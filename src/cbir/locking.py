@@ -59,7 +59,7 @@ class WriterLock:
         try:
             _wait_for(fd, timeout, lambda: self._busy_message(fd, timeout))
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {' '.join(sys.argv)}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {' '.join(_redacted(sys.argv))}\n".encode(), 0)
         except BaseException:
             os.close(fd)
             raise
@@ -92,6 +92,19 @@ class WriterLock:
             f"{self.what} is being written by {who}; gave up after waiting {timeout:g} s. "
             f"Wait for it to finish, or wait longer (--wait SECONDS or {TIMEOUT_ENV})"
         )
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """The command line with the values of secret-looking `key=value` options hidden: the lock
+    file is readable by anyone who can read the collection."""
+    from cbir.index.settings import SECRET_WORDS
+
+    def hide(arg: str) -> str:
+        key, sep, _ = arg.partition("=")
+        secret = any(word in key.lower().replace("-", "_") for word in SECRET_WORDS)
+        return f"{key}=***" if sep and secret else arg
+
+    return [hide(arg) for arg in argv]
 
 
 def _wait_for(fd: int, timeout: float, message: Callable[[], str]) -> None:

@@ -29,7 +29,7 @@ def collection_dir(collection_template, tmp_path) -> Path:
 
 @pytest.fixture
 def app(collection_dir):
-    app = create_app(WebConfig(collection=collection_dir))
+    app = create_app(WebConfig(collection=collection_dir, allow_writes=True))
     yield app
     app.extensions[EXTENSION_KEY].close()
 
@@ -52,6 +52,15 @@ def folder_client(labelled_folder, tmp_path):
 
 @pytest.fixture(scope="session")
 def live_server(collection_template):
-    """A real `cbir serve` process on 127.0.0.1, shared by the tests that need one."""
+    """A real `cbir serve` process on 127.0.0.1, shared by the tests that need one (read-only:
+    the collection is the session's template)."""
     with ServerProcess(collection_template) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def writable_server(tmp_path_factory, collection_template):
+    """A real `cbir serve --allow-writes` on a copy of the small collection."""
+    folder = shutil.copytree(collection_template, tmp_path_factory.mktemp("writable") / "c")
+    with ServerProcess(Path(folder), extra_args=("--allow-writes",)) as server:
         yield server

@@ -174,14 +174,37 @@ def test_add_validates_its_fields(client, data, status):
     assert client.post("/api/images", data=data).status_code == status
 
 
-def test_writes_need_the_token_when_one_is_set(client, monkeypatch):
-    monkeypatch.setenv("CBIR_WRITE_TOKEN", "s3cret")
-    assert client.post("/api/images", data=upload(query_png(seed=6))).status_code == 401
-    assert client.delete("/api/images/img-dark-0").status_code == 401
-    wrong = {"Authorization": "Bearer nope"}
-    assert client.delete("/api/images/img-dark-0", headers=wrong).status_code == 401
+def test_writes_are_off_unless_asked_for(collection_dir):
+    from cbir.web import WebConfig, create_app
+
+    client = create_app(WebConfig(collection=collection_dir)).test_client()
+    refused = client.post("/api/images", data=upload(query_png(seed=6)))
+    assert refused.status_code == 403 and "--allow-writes" in refused.json["error"]
+    assert client.delete("/api/images/img-dark-0").status_code == 403
+    assert client.get("/api/search?id=img-dark-0&k=3").status_code == 200
+
+
+def test_writes_need_the_bearer_token_when_one_is_set(collection_dir):
+    from cbir.web import WebConfig, create_app
+
+    client = create_app(WebConfig(collection=collection_dir, write_token="s3cret")).test_client()
+    missing = client.post("/api/images", data=upload(query_png(seed=6)))
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    for header in ("Bearer nope", "s3cret", "Basic s3cret", "Bearer  s3cret", "Bearer s3cret x"):
+        refused = client.delete("/api/images/img-dark-0", headers={"Authorization": header})
+        assert refused.status_code == 401, header
     right = {"Authorization": "Bearer s3cret"}
     assert client.delete("/api/images/img-dark-0", headers=right).status_code == 200
+
+
+def test_a_server_reachable_from_other_machines_needs_a_token_for_writes(collection_dir):
+    from cbir.errors import CbirError
+    from cbir.web import WebConfig, create_app
+
+    with pytest.raises(CbirError, match="writes need a token: set CBIR_WRITE_TOKEN"):
+        create_app(WebConfig(collection=collection_dir, host="0.0.0.0", allow_writes=True))
+    app = create_app(WebConfig(collection=collection_dir, host="0.0.0.0", write_token="t"))
+    app.extensions["cbir"].close()
 
 
 def test_writes_from_another_site_are_refused(client):
@@ -230,14 +253,37 @@ def test_security_headers(client):
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
 
 
-def test_a_write_while_an_indexing_run_holds_the_lock_is_a_503(collection_dir, monkeypatch):
+def test_a_write_while_an_indexing_run_holds_the_lock_is_a_generic_503(client, collection_dir):
     from cbir.collection import Collection
-    from cbir.web import WebConfig, create_app
 
-    monkeypatch.setenv("CBIR_LOCK_TIMEOUT", "0.2")  # read when the app opens the collection
-    client = create_app(WebConfig(collection=collection_dir)).test_client()
     with Collection.open(collection_dir, writer=True):  # as `cbir index` holds it
         busy = client.post("/api/images", data=upload(query_png(seed=9)))
-        assert busy.status_code == 503 and busy.is_json
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+        assert busy.json["error"].startswith("the collection is busy")
+        # Who holds the lock (path, pid, command line) stays in the server's log.
+        assert str(collection_dir) not in busy.json["error"] and "pytest" not in busy.json["error"]
         assert client.get("/api/search?id=img-dark-0&k=3").status_code == 200  # reads still work
     assert client.post("/api/images", data=upload(query_png(seed=9))).status_code == 201
+
+
+def test_pages_of_results_follow_one_another(client):
+    first = client.get("/api/search?id=img-dark-0&k=5").json
+    second = client.get("/api/search?id=img-dark-0&k=5&offset=5").json
+    both = client.get("/api/search?id=img-dark-0&k=10").json
+    assert [r["rank"] for r in second["results"]] == [6, 7, 8, 9, 10]
+    assert [r["id"] for r in first["results"] + second["results"]] == [
+        r["id"] for r in both["results"]
+    ]
+    assert first["more"] and second["precision_at_k"] is None  # P@k is for the first page
+    last = client.get("/api/search?id=img-dark-0&k=5&offset=15").json  # 17 others
+    assert len(last["results"]) == 2 and not last["more"]
+
+
+def test_a_label_named_none_is_a_label(client):
+    named = client.post("/api/images", data=upload(query_png(seed=21), label="None"))
+    unnamed = client.post("/api/images", data=upload(query_png(seed=22)))
+    assert named.status_code == unnamed.status_code == 201
+    stats = client.get("/api/collection").json
+    assert stats["labels"]["None"] == 1 and stats["unlabelled"] == 1
+    page = client.get("/collection").get_data(as_text=True)
+    assert "<td>None</td>" in page and "no label" in page

@@ -10,9 +10,10 @@ from pathlib import Path
 from cbir.commands import add_backend_arguments
 from cbir.errors import CbirError
 
-# waitress refuses bodies past this multiple of the app's upload limit before reading them all;
-# bodies between the two reach the app, which answers a JSON 413 without parsing them.
-BODY_LIMIT_FACTOR = 8
+# waitress refuses a body past the app's upload limit plus this (room for multipart headers)
+# before reading it, and holds every body it accepts in memory: uploads never touch the disk.
+# The price: at most `connection_limit` (100) bodies of that size in memory at once.
+BODY_SLACK = 64 * 1024
 # Requests already run in parallel threads, and for one query vector a second BLAS thread costs
 # more in hand-off than it saves: on 2 busy cores, 50,000 x 256, one thread halved p50 and p99
 # (benchmarks/search_latency.py).
@@ -33,7 +34,17 @@ def add_parser(commands) -> None:
         "--port", type=int, default=os.environ.get("CBIR_PORT", "5000"),
         help="port (default 5000, 0 picks a free one; else CBIR_PORT)",
     )  # fmt: skip
-    serve.add_argument("--threads", type=int, default=4, help="request threads (default 4)")
+    serve.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="a host name (or address) clients reach the server by, besides the --host "
+        "address and localhost; repeat for more (also CBIR_ALLOWED_HOSTS, comma separated)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allow-writes", action="store_true",
+        help="accept POST /api/images and DELETE (off by default; on when CBIR_WRITE_TOKEN "
+        "is set, which a server reachable beyond this machine needs for writes)",
+    )  # fmt: skip
+    serve.add_argument("--threads", type=int, default=6, help="request threads (default 6)")
     add_backend_arguments(serve, choose=False)
     serve.set_defaults(handler=run)
 
@@ -50,13 +61,17 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CbirError("--threads must be at least 1")
     threadpool_limits(limits=BLAS_THREADS, user_api="blas")  # for the life of the process
-    config = WebConfig.from_env(args.collection, dict(args.backend_option))
+    config = WebConfig.from_env(
+        args.collection, dict(args.backend_option), host=args.host,
+        allowed_hosts=tuple(args.allowed_host), allow_writes=args.allow_writes,
+    )  # fmt: skip
     app = create_app(config)  # the collection is loaded once, here, for every request thread
     service = app.extensions[EXTENSION_KEY]
     try:
         server = create_server(
             app, host=args.host, port=args.port, threads=args.threads, ident="cbir",
-            max_request_body_size=BODY_LIMIT_FACTOR * config.max_upload_bytes,
+            max_request_body_size=config.max_upload_bytes + BODY_SLACK,
+            inbuf_overflow=config.max_upload_bytes + BODY_SLACK + 1,
         )  # fmt: skip
     except OSError as error:
         service.close()
@@ -66,8 +81,14 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     host, port = getattr(server, "effective_host", args.host), server.effective_port
     shown = f"[{host}]" if ":" in str(host) else host
+    writes = (
+        "writes on (token needed)"
+        if config.write_token
+        else ("writes on" if args.allow_writes else "read-only")
+    )
     print(
-        f"cbir: serving {args.collection} ({service.count():,} images) on http://{shown}:{port}/",
+        f"cbir: serving {args.collection} ({service.count():,} images, {writes}) "
+        f"on http://{shown}:{port}/",
         flush=True,
     )
     signal.signal(signal.SIGTERM, _stop)

@@ -1,28 +1,25 @@
 """The JSON API, and the bytes of indexed images (served by id only, never by path).
 
 GET    /api/health                  200 {"status": "ok", "images": N} once the app is ready
-GET    /api/search?id=ID&k=K        search with an indexed image
-POST   /api/search                  multipart `image` (+ `k`), or form / JSON `id` (+ `k`)
+GET    /api/search?id=ID&k=K        search with an indexed image (+ `offset` for later pages)
+POST   /api/search                  multipart `image` (+ `k`, `offset`), or form / JSON `id`
 GET    /api/collection              extractor, size, dimension, counts per label
 POST   /api/images                  multipart `image` (+ `label`, `name`): add an image
-DELETE /api/images/<id>             remove an image
+DELETE /api/images/<id>             remove an image (writes: see cbir.web.guard)
 GET    /images/<id>                 the image's bytes, Content-Type sniffed from them
 """
 
 from __future__ import annotations
 
-import hmac
-import os
-
 from flask import Blueprint, Response, jsonify, request, url_for
-from werkzeug.exceptions import BadRequest, Forbidden, Unauthorized
+from werkzeug.exceptions import BadRequest
 
+from cbir.web.guard import check_write_access
 from cbir.web.inputs import field, read_label, read_query, read_upload
 from cbir.web.service import Outcome, current_service
 
 blueprint = Blueprint("api", __name__)
 
-WRITE_TOKEN_ENV = "CBIR_WRITE_TOKEN"
 IMAGE_MAX_AGE = 3600
 
 
@@ -43,7 +40,7 @@ def collection() -> Response:
 
 @blueprint.post("/api/images")
 def add_image() -> tuple[Response, int, dict[str, str]]:
-    _check_write_access()
+    check_write_access()
     upload = read_upload()
     if upload is None:
         raise BadRequest("send the image to add as a file in the multipart field `image`")
@@ -58,7 +55,7 @@ def add_image() -> tuple[Response, int, dict[str, str]]:
 
 @blueprint.delete("/api/images/<path:image_id>")
 def delete_image(image_id: str) -> Response:
-    _check_write_access()
+    check_write_access()
     current_service().delete(image_id)
     return jsonify({"deleted": image_id})
 
@@ -80,6 +77,8 @@ def outcome_json(outcome: Outcome) -> dict:
     return {
         "query": {"kind": query.kind, "id": query.id, "label": query.label},
         "k": outcome.k,
+        "offset": outcome.offset,
+        "more": outcome.more,  # results past these exist: ask again with offset + k
         "results": [
             {
                 "rank": r.rank,
@@ -94,18 +93,3 @@ def outcome_json(outcome: Outcome) -> dict:
         "precision_at_k": outcome.precision,
         "took_ms": round(outcome.took_ms, 3),
     }
-
-
-def _check_write_access() -> None:
-    """Writes need the bearer token when CBIR_WRITE_TOKEN is set, and are never accepted from
-    a page of another site (a cross-site form could otherwise add or delete images)."""
-    token = os.environ.get(WRITE_TOKEN_ENV)
-    if token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Unauthorized(
-                f"writes need the header `Authorization: Bearer <{WRITE_TOKEN_ENV}>`"
-            )
-    origin = request.headers.get("Origin")
-    if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
-        raise Forbidden(f"writes from pages of another site ({origin[:80]}) are refused")

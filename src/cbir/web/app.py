@@ -10,10 +10,22 @@ from typing import IO, Any
 
 from flask import Flask, Response
 from flask.wrappers import Request
+from werkzeug.exceptions import BadRequest
+from werkzeug.formparser import FormDataParser
 
 from cbir.errors import CbirError
+from cbir.features import extractor_class
 from cbir.images import DecodeLimits
 from cbir.web import api, errors, pages
+from cbir.web.decoding import DecodePolicy
+from cbir.web.guard import (
+    ALLOWED_HOSTS_ENV,
+    CONFIG_KEY,
+    WRITE_TOKEN_ENV,
+    WritePolicy,
+    allowed_hosts,
+    host_check,
+)
 from cbir.web.inputs import DEFAULT_K, MAX_K
 from cbir.web.service import EXTENSION_KEY, SearchService
 
@@ -33,17 +45,38 @@ class WebConfig:
     max_upload_bytes: int = 16 * MIB  # whole request; more is answered 413
     max_image_pixels: int = 40_000_000  # decompression bombs are refused before decoding
     backend_options: dict[str, Any] = field(default_factory=dict)  # this run's connection
+    host: str = "127.0.0.1"  # the address served on: a name the server answers to
+    allowed_hosts: tuple[str, ...] = ()  # more names it answers to (see cbir.web.guard)
+    allow_writes: bool = False
+    write_token: str | None = None
+    decode: DecodePolicy = field(default_factory=DecodePolicy)
 
     @classmethod
     def from_env(
-        cls, collection: str | Path, backend_options: dict[str, Any] | None = None
+        cls,
+        collection: str | Path,
+        backend_options: dict[str, Any] | None = None,
+        host: str = "127.0.0.1",
+        allowed_hosts: tuple[str, ...] = (),
+        allow_writes: bool = False,
     ) -> WebConfig:
-        """Limits from CBIR_MAX_UPLOAD_BYTES and CBIR_MAX_IMAGE_PIXELS when set."""
+        """Limits from CBIR_MAX_UPLOAD_BYTES and CBIR_MAX_IMAGE_PIXELS, the heavy decode
+        budget from CBIR_DECODE_PIXELS_PER_S, more host names from CBIR_ALLOWED_HOSTS (comma
+        separated) and the write token from CBIR_WRITE_TOKEN, when set."""
+        extra_hosts = tuple(os.environ.get(ALLOWED_HOSTS_ENV, "").split(","))
+        default_rate = DecodePolicy.pixels_per_s
         return cls(
             collection=Path(collection),
             backend_options=dict(backend_options or {}),
             max_upload_bytes=_positive_env("CBIR_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_image_pixels=_positive_env("CBIR_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            host=host,
+            allowed_hosts=allowed_hosts + extra_hosts,
+            allow_writes=allow_writes,
+            write_token=os.environ.get(WRITE_TOKEN_ENV) or None,
+            decode=DecodePolicy(
+                pixels_per_s=_positive_env("CBIR_DECODE_PIXELS_PER_S", default_rate)
+            ),
         )
 
 
@@ -61,7 +94,20 @@ def _positive_env(name: str, default: int) -> int:
 
 
 class InMemoryRequest(Request):
-    """Uploads are parsed into memory (bounded by MAX_CONTENT_LENGTH): never a file on disk."""
+    """Uploads are parsed into memory (bounded by MAX_CONTENT_LENGTH): never a file on disk.
+    A form body that does not parse is a 400 that says so (Werkzeug would silently read it as
+    an empty form, and the request would be answered "nothing to search with")."""
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except ValueError as error:
+            raise BadRequest(f"the form body could not be read ({str(error)[:100]})") from None
 
     def _get_file_stream(
         self,
@@ -74,13 +120,16 @@ class InMemoryRequest(Request):
 
 
 def create_app(config: WebConfig) -> Flask:
+    writes = WritePolicy.decide(config.host, config.allow_writes, config.write_token)
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.url_map.merge_slashes = False  # `/images//etc/x` is a 404, not a redirect
-    app.config.update(MAX_CONTENT_LENGTH=config.max_upload_bytes)
+    app.config.update(MAX_CONTENT_LENGTH=config.max_upload_bytes, **{CONFIG_KEY: writes})
+    app.before_request(host_check(allowed_hosts(config.host, config.allowed_hosts)))
     limits = DecodeLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_upload_bytes)
-    service = SearchService.open(config.collection, limits, config.backend_options)
+    service = SearchService.open(config.collection, limits, config.backend_options, config.decode)
     app.extensions[EXTENSION_KEY] = service
+    extractor_name = service.collection.manifest["extractor"]["name"]
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     errors.register(app)
@@ -95,11 +144,21 @@ def create_app(config: WebConfig) -> Flask:
             "max_upload_bytes": config.max_upload_bytes,
             "summary": {  # the footer's line; counted afresh, other processes add images
                 "images": service.count(),
-                "extractor": service.collection.manifest["extractor"]["name"],
+                "extractor": extractor_name,
+                "about": extractor_about(extractor_name),
             },
+            "writes": writes.enabled,
         }
 
     return app
+
+
+def extractor_about(name: str) -> str:
+    """One line on what the collection's extractor matches, when the extractor says."""
+    try:
+        return str(getattr(extractor_class(name), "about", "") or "")
+    except CbirError:  # an extractor this version does not know: no line, not an error
+        return ""
 
 
 def _security_headers(response: Response) -> Response:

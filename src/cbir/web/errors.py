@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from cbir.errors import CbirError, ImageDecodeError
 from cbir.locking import CollectionBusyError
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 JSON_PREFIXES = ("/api/", "/images/")
 PARTIAL_HEADER = "X-Partial"  # the page's script asks for the results fragment only
 EXAMPLES = 12  # images offered to start a search from
+BUSY_RETRY_S = 5  # Retry-After of a write refused while another process writes
+BUSY_MESSAGE = "the collection is busy: another process is writing to it; try again shortly"
 
 
 def register(app: Flask) -> None:
@@ -28,21 +30,24 @@ def register(app: Flask) -> None:
 def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
     response = error_response(status, _message(error))
-    if isinstance(error, MethodNotAllowed) and error.valid_methods:
-        response.headers["Allow"] = ", ".join(error.valid_methods)
+    for name, value in error.get_headers():  # Allow, Retry-After, WWW-Authenticate
+        if name.lower() != "content-type":
+            response.headers[name] = value
     return response
 
 
 def _cbir_error(error: CbirError) -> Response:
     # An image that does not decode safely is well-formed HTTP with unusable content: 422.
-    # A write while another process (an indexing run) holds the writer lock: 503, retry later.
     if isinstance(error, ImageDecodeError):
-        status = 422
-    elif isinstance(error, CollectionBusyError):
-        status = 503
-    else:
-        status = 400
-    return error_response(status, str(error))
+        return error_response(422, str(error))
+    if isinstance(error, CollectionBusyError):
+        # A write while another process (an indexing run) holds the writer lock. Who holds
+        # it (path, pid, command line) is for the server's log, never for the client.
+        log.warning("%s %s refused: %s", request.method, request.path, error)
+        response = error_response(503, BUSY_MESSAGE)
+        response.headers["Retry-After"] = str(BUSY_RETRY_S)
+        return response
+    return error_response(400, str(error))
 
 
 def _unexpected_error(error: Exception) -> Response:

@@ -11,7 +11,6 @@ from flask import Blueprint, render_template, request, url_for
 
 from cbir.web.errors import EXAMPLES, PARTIAL_HEADER
 from cbir.web.inputs import read_query
-from cbir.web.media import preview_data_uri
 from cbir.web.service import current_service
 
 blueprint = Blueprint("pages", __name__)
@@ -21,12 +20,12 @@ blueprint = Blueprint("pages", __name__)
 def search() -> str:
     service = current_service()
     query = read_query(required=request.method == "POST")
-    outcome = service.search(query) if query else None
-    query_src = None
+    # An upload without a URL of its own is shown as a preview; a later page needs none.
+    wants_preview = bool(query and query.upload and not query.offset)
+    outcome = service.search(query, preview=wants_preview) if query else None
+    query_src = outcome.preview if outcome else None
     if outcome and outcome.query.id is not None:
         query_src = url_for("api.image", image_id=outcome.query.id)
-    elif outcome and query and query.upload:
-        query_src = preview_data_uri(query.upload.data)
     template = "_results.html" if request.headers.get(PARTIAL_HEADER) else "search.html"
     return render_template(
         template,

@@ -3,12 +3,21 @@
 The collection (extractor state and index) is loaded once, when the app is created, and is
 thread-safe on its own. Before each read the service calls `Collection.refresh()` (one tiny
 query), so images that another process indexed show up without a restart. Decoding and
-describing an upload need no collection at all and run fully in parallel.
+describing an upload need no collection at all and run fully in parallel, admitted by the
+decode gate (costly images take turns, see `cbir.web.decoding`); query vectors are remembered
+by the image's sha256, so "more like this" on a large image decodes it once, not every time.
+
+Writes never wait: the collection is opened with a lock timeout of 0, so while another
+process (`cbir index`) holds the writer lock a write fails at once (503) instead of holding
+the collection's mutex, which every reader needs, while it waits.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +29,14 @@ from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
 from cbir.collection import Collection, Hit, ImageRecord
 from cbir.image_store import sha256_bytes
 from cbir.images import ALLOWED_FORMATS, DecodeLimits, decode_image
+from cbir.web.decoding import DecodeGate, DecodePolicy, decode_cost
 from cbir.web.inputs import QueryRequest, Upload, safe_name
-from cbir.web.media import sniff_mimetype
+from cbir.web.media import PREVIEW_SIDE, preview_data_uri, sniff_mimetype
+
+log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "cbir"
+REMEMBERED_VECTORS = 1024  # query vectors kept, by sha256 (a few KB each)
 _ACCEPTED = ", ".join(sorted(ALLOWED_FORMATS - {"MPO"}))
 
 
@@ -52,8 +65,11 @@ class Result:
 class Outcome:
     query: Query
     k: int
+    offset: int  # results before the first one shown (paging)
     results: list[Result]
     took_ms: float
+    preview: str | None = None  # a data: URI of an uploaded query, when asked for
+    more: bool = False  # the collection holds results past these
 
     @property
     def relevant_count(self) -> int | None:
@@ -63,9 +79,10 @@ class Outcome:
 
     @property
     def precision(self) -> float | None:
-        """P@k as trec_eval computes P_k: relevant results in the top k, divided by k."""
+        """P@k as trec_eval computes P_k: relevant results in the top k, divided by k (first
+        page only: a later page is no top k)."""
         count = self.relevant_count
-        return None if count is None else count / self.k
+        return None if count is None or self.offset else count / self.k
 
 
 @dataclass(frozen=True)
@@ -75,20 +92,51 @@ class StoredImage:
     sha256: str
 
 
+class RememberedVectors:
+    """The last query vectors described, by the sha256 of their image's bytes."""
+
+    def __init__(self, size: int = REMEMBERED_VECTORS) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._vectors.get(digest)
+            if vector is not None:
+                self._vectors.move_to_end(digest)
+            return vector
+
+    def put(self, digest: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._vectors[digest] = vector
+            self._vectors.move_to_end(digest)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+
 class SearchService:
-    def __init__(self, collection: Collection, limits: DecodeLimits) -> None:
+    def __init__(
+        self, collection: Collection, limits: DecodeLimits, policy: DecodePolicy | None = None
+    ) -> None:
         self.collection = collection
         self.limits = limits
+        self.gate = DecodeGate(policy or DecodePolicy(), limits.max_pixels)
+        self.vectors = RememberedVectors()
 
     @classmethod
     def open(
-        cls, folder: Path, limits: DecodeLimits, backend_options: dict[str, Any] | None = None
+        cls,
+        folder: Path,
+        limits: DecodeLimits,
+        backend_options: dict[str, Any] | None = None,
+        policy: DecodePolicy | None = None,
     ) -> SearchService:
-        collection = Collection.open(folder, backend_options=backend_options)
+        collection = Collection.open(folder, lock_timeout=0, backend_options=backend_options)
         # Build the index and its lazily derived state (tie-break ranks, duplicate map) now:
         # the first request would otherwise pay for it (0.35 s on 50,000 images).
         collection.search_vectors(np.ones((1, collection.extractor.dim), np.float32), 1)
-        return cls(collection, limits)
+        return cls(collection, limits, policy)
 
     def close(self) -> None:
         self.collection.close()
@@ -99,47 +147,71 @@ class SearchService:
         return self.collection
 
     # --- searching -------------------------------------------------------------------------
-    def search(self, request: QueryRequest) -> Outcome:
+    def search(self, request: QueryRequest, preview: bool = False) -> Outcome:
+        """The results of one query; `preview`: an uploaded query's thumbnail as well."""
         started = time.perf_counter()
+        shown = None
         if request.upload is not None:
-            query, vector = self._upload_query(request.upload)
+            query, vector, shown = self._upload_query(request.upload, preview)
         else:
             query, vector = self._indexed_query(request.image_id or "")
-        # The query's own indexed copy would be its first result: ask for one more, drop it.
+        # The query's own indexed copy would be its first result: ask for one more, drop it;
+        # and one past the page, to know whether there are more.
         extra = 1 if query.id is not None else 0
-        hits = self._fresh().search_vectors(vector, request.k + extra)[0]
-        results = _rank(hits, query, request.k)
+        hits = self._fresh().search_vectors(vector, request.offset + request.k + extra + 1)[0]
+        kept = [hit for hit in hits if hit.id != query.id]
+        results = _rank(kept[request.offset : request.offset + request.k], query, request.offset)
+        more = len(kept) > request.offset + request.k
         took_ms = (time.perf_counter() - started) * 1000.0
-        return Outcome(query=query, k=request.k, results=results, took_ms=took_ms)
+        return Outcome(query, request.k, request.offset, results, took_ms, shown, more)
 
-    def _upload_query(self, upload: Upload) -> tuple[Query, np.ndarray]:
-        vector = self._describe(upload.data)
+    def _upload_query(self, upload: Upload, preview: bool) -> tuple[Query, np.ndarray, str | None]:
         digest = sha256_bytes(upload.data)
+        vector, shown = self._describe(upload.data, digest, preview)
         known = self.collection.find_sha256(digest)
         image_id, label = known if known else (None, None)
-        return Query("upload", image_id, label, digest, upload.filename), vector
+        return Query("upload", image_id, label, digest, upload.filename), vector, shown
 
     def _indexed_query(self, image_id: str) -> tuple[Query, np.ndarray]:
         record = self._fresh().get(image_id)
-        data = self.collection.image_bytes(image_id) if record else None
         if record is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
+        query = Query("id", record.id, record.label, record.sha256)
+        # Described again from its bytes, exactly as indexing described it (a query may be
+        # described differently from an indexed image: class fusion, query-time views), once:
+        # the vector is remembered by its sha256.
+        vector = self.vectors.get(record.sha256)
+        if vector is not None:
+            return query, vector
+        data = self.collection.image_bytes(image_id)
         if data is None:
             raise NotFound(f"the image {image_id!r} is indexed but its file is gone")
-        # Described again from its bytes, exactly as indexing described it: works with every
-        # index backend, and costs well under a millisecond for small images.
-        return Query("id", record.id, record.label, record.sha256), self._describe(data)
+        return query, self._describe(data, record.sha256)[0]
 
-    def _describe(self, data: bytes) -> np.ndarray:
-        """(1, dim) vector of image bytes; 415 when they are no image, 422 when they do not
-        decode safely (the ImageDecodeError handler)."""
+    def _describe(
+        self, data: bytes, digest: str, preview: bool = False
+    ) -> tuple[np.ndarray, str | None]:
+        """(1, dim) vector of image bytes (and its preview when asked); 415 when they are no
+        image, 422 when they do not decode safely (the ImageDecodeError handler), 503 when
+        costly images already fill the decode lane."""
         if sniff_mimetype(data) is None:
             raise UnsupportedMediaType(
                 f"the upload is not an image in a format we accept ({_ACCEPTED})"
             )
         extractor = self.collection.extractor
-        image = decode_image(data, size=extractor.input_size, name="the upload", limits=self.limits)
-        return extractor.transform_query(image[None])
+        vector = self.vectors.get(digest)
+        cost = (0 if vector is not None else decode_cost(data, extractor.input_size)) + (
+            decode_cost(data, (PREVIEW_SIDE, PREVIEW_SIDE)) if preview else 0
+        )
+        with self.gate.admit(cost):
+            if vector is None:
+                image = decode_image(
+                    data, size=extractor.input_size, name="the upload", limits=self.limits
+                )
+                vector = extractor.transform_query(image[None])
+                self.vectors.put(digest, vector)
+            shown = preview_data_uri(data) if preview else None
+        return vector, shown
 
     # --- reading -----------------------------------------------------------------------------
     def image(self, image_id: str) -> StoredImage:
@@ -153,6 +225,12 @@ class SearchService:
         stats = self._fresh().stats()
         size = self.collection.extractor.input_size
         stats["input_size"] = list(size) if size else None
+        # Images without a label are counted apart: a label may well be the text "None".
+        counts = self.collection.label_counts()
+        stats["labels"] = {
+            label: n for label, n in sorted(counts.items(), key=str) if label is not None
+        }
+        stats["unlabelled"] = counts.get(None, 0)
         return stats
 
     def count(self) -> int:
@@ -163,8 +241,8 @@ class SearchService:
 
     # --- writing (the collection's own writer path: Collection.add / delete) -----------------
     def add(self, upload: Upload, label: str | None, name: str | None) -> ImageRecord:
-        vector = self._describe(upload.data)
         digest = sha256_bytes(upload.data)
+        vector = self._describe(upload.data, digest)[0]
         record = ImageRecord(
             id=f"{digest[:16]}-{safe_name(name or upload.filename)}",
             path=None, label=label, sha256=digest,
@@ -182,8 +260,7 @@ class SearchService:
         self.collection.delete([image_id])  # with its stored bytes, unless another image uses them
 
 
-def _rank(hits: list[Hit], query: Query, k: int) -> list[Result]:
-    kept = [hit for hit in hits if hit.id != query.id][:k]
+def _rank(hits: list[Hit], query: Query, offset: int) -> list[Result]:
     return [
         Result(
             rank=rank,
@@ -192,7 +269,7 @@ def _rank(hits: list[Hit], query: Query, k: int) -> list[Result]:
             label=hit.label,
             relevant=None if query.label is None else hit.label == query.label,
         )
-        for rank, hit in enumerate(kept, start=1)
+        for rank, hit in enumerate(hits, start=offset + 1)
     ]
 
 

@@ -1,5 +1,7 @@
-// cbir search page: drag and drop, a preview of the query, results without a page reload.
-// The server renders the results fragment (escaped by Jinja); this script only swaps it in.
+// cbir search page: drag and drop or paste, a preview of the query, results without a page
+// reload, more results on request. The server renders the results fragment (escaped by Jinja);
+// this script only swaps it in. Each history entry keeps its results (history.state), so Back
+// after "more like this" shows an upload's results again, which no URL could fetch.
 "use strict";
 
 (() => {
@@ -11,6 +13,7 @@
   const preview = document.getElementById("preview");
   const kSelect = document.getElementById("k-select");
   let previewUrl = null;
+  let lastUpload = null; // kept for "more results" after the file input was cleared
 
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
@@ -19,6 +22,13 @@
     preview.hidden = false;
     dropzone.classList.add("has-image");
   }
+
+  // A file the browser cannot show either (not an image): no broken-image icon.
+  preview.addEventListener("error", () => {
+    preview.hidden = true;
+    preview.removeAttribute("src");
+    dropzone.classList.remove("has-image");
+  });
 
   function clearPreview() {
     input.value = "";
@@ -35,21 +45,43 @@
     results.replaceChildren(box);
   }
 
-  async function load(url, options = {}) {
-    results.setAttribute("aria-busy", "true");
+  // The results fragment for a request, or null (an error shown in its place).
+  async function fetchFragment(url, options = {}) {
     try {
       const response = await fetch(url, { ...options, headers: { "X-Partial": "1" } });
       const type = response.headers.get("Content-Type") || "";
-      if (type.startsWith("text/html")) results.innerHTML = await response.text();
-      else showError(`The server answered ${response.status} ${response.statusText}.`);
+      if (type.startsWith("text/html")) return await response.text();
+      showError(`The server answered ${response.status} ${response.statusText}.`);
     } catch (error) {
       showError("The server could not be reached. Is `cbir serve` still running?");
+    }
+    return null;
+  }
+
+  async function load(url, options = {}) {
+    results.setAttribute("aria-busy", "true");
+    try {
+      const html = await fetchFragment(url, options);
+      if (html !== null) results.innerHTML = html;
+      return html !== null;
     } finally {
       results.removeAttribute("aria-busy");
     }
   }
 
-  function searchUpload() {
+  function remember() {
+    history.replaceState({ results: results.innerHTML }, "");
+  }
+
+  function uploadForm(offset) {
+    const body = new FormData();
+    body.set("image", lastUpload, lastUpload.name);
+    body.set("k", kSelect.value);
+    if (offset) body.set("offset", String(offset));
+    return { method: "POST", body };
+  }
+
+  async function searchUpload() {
     if (!input.files.length) return;
     const limit = Number(form.dataset.maxBytes);
     if (limit && input.files[0].size > limit) {
@@ -57,18 +89,44 @@
       showError(`That file is ${mib(input.files[0].size)} MB; the limit is ${mib(limit)} MB.`);
       return;
     }
+    lastUpload = input.files[0];
+    // An upload has no URL of its own: its entry is the page's, with its results in state.
     if (location.search) history.pushState(null, "", form.action);
-    load(form.action, { method: "POST", body: new FormData(form) });
+    await load(form.action, uploadForm(0));
+    remember();
   }
 
-  function searchById(id, push) {
+  async function searchById(id, push) {
     const url = new URL(form.action, location.href);
     url.searchParams.set("id", id);
     url.searchParams.set("k", kSelect.value);
     if (push) history.pushState(null, "", url);
     else history.replaceState(null, "", url);
     clearPreview();
-    load(url);
+    await load(url);
+    remember();
+  }
+
+  // "More results": the next page of the same query, appended below the results shown.
+  async function morePage(control) {
+    const offset = Number(control.dataset.offset);
+    const summary = results.querySelector("[data-query-kind]");
+    let html = null;
+    control.disabled = true;
+    if (control.tagName === "A") html = await fetchFragment(control.href);
+    else if (lastUpload) html = await fetchFragment(form.action, uploadForm(offset));
+    else showError("Choose the image again to see more results.");
+    if (html === null || !summary) return;
+    const page = document.createElement("template");
+    page.innerHTML = html;
+    const grid = results.querySelector("ol.grid");
+    const cards = page.content.querySelectorAll("ol.grid > li");
+    if (grid) grid.append(...cards);
+    const next = page.content.querySelector(".more-results");
+    const current = control.closest(".more-results");
+    if (next) current.replaceWith(next);
+    else current.remove();
+    remember();
   }
 
   input.addEventListener("change", () => {
@@ -103,8 +161,27 @@
     searchUpload();
   });
 
+  // Paste an image (a screenshot, an image copied in another page) anywhere on the page.
+  document.addEventListener("paste", (event) => {
+    const files = event.clipboardData ? [...event.clipboardData.files] : [];
+    const image = files.find((file) => file.type.startsWith("image/"));
+    if (!image) return;
+    event.preventDefault();
+    const transfer = new DataTransfer();
+    transfer.items.add(image);
+    input.files = transfer.files;
+    showPreview(image);
+    searchUpload();
+  });
+
   // "More like this": a click on a result searches with it, by id (nothing is uploaded).
   results.addEventListener("click", (event) => {
+    const page = event.target.closest(".more-page");
+    if (page && event.button === 0 && !event.metaKey && !event.ctrlKey && !event.shiftKey) {
+      event.preventDefault();
+      morePage(page);
+      return;
+    }
     const link = event.target.closest("a.more");
     if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
     const id = new URL(link.href).searchParams.get("id");
@@ -120,7 +197,12 @@
     else if (input.files.length) searchUpload();
   });
 
-  window.addEventListener("popstate", () => load(location.href));
+  window.addEventListener("popstate", (event) => {
+    clearPreview();
+    if (event.state && event.state.results) results.innerHTML = event.state.results;
+    else load(location.href).then(remember);
+  });
+  remember(); // the page as the server rendered it
 
   // Pixelated scaling suits small images only: smooth the ones larger than their box.
   function settle(image) {
