@@ -541,6 +541,11 @@ class Collection:
             return Path(record.path).read_bytes()
         return None
 
+    def labels(self) -> dict[str, str | None]:
+        """id -> label of every image (None when unlabelled)."""
+        with self._reading() as conn:
+            return dict(conn.execute("SELECT id, label FROM images"))
+
     def label_counts(self) -> dict[str | None, int]:
         with self._reading() as conn:
             return dict(conn.execute("SELECT label, COUNT(*) FROM images GROUP BY label"))

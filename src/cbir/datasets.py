@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,14 @@ class Dataset:
 
     def label_names(self) -> list[str | None]:
         return [self.class_names[i] if i >= 0 else None for i in self.labels]
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> Dataset:
+        """The images at `rows`, in that order (same classes)."""
+        rows = np.asarray(rows, dtype=np.int64).tolist()
+        return Dataset(
+            [self.ids[i] for i in rows], self.images[rows], self.labels[rows],
+            list(self.class_names), [self.paths[i] for i in rows] if self.paths else None,
+        )  # fmt: skip
 
 
 @dataclass

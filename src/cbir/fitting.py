@@ -9,7 +9,6 @@ the collection, so later `cbir index` runs, `cbir search` and `cbir serve` reuse
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +74,7 @@ def load_fit_images(spec: str | Path, extractor: Extractor, data_dir: Path | Non
 
 
 def _labelled_part(data: Dataset) -> Dataset:
-    if data.labelled:
-        return data
-    rows = np.flatnonzero(data.labels >= 0).tolist()
-    return replace(
-        data, ids=[data.ids[i] for i in rows], images=data.images[rows],
-        labels=data.labels[rows], paths=[data.paths[i] for i in rows] if data.paths else None,
-    )  # fmt: skip
+    return data if data.labelled else data.take(np.flatnonzero(data.labels >= 0))
 
 
 __all__ = ["fit_extractor", "load_fit_images"]

@@ -225,8 +225,10 @@ def index_dataset(
     collection: Collection,
     batch_size: int = DEFAULT_BATCH,
     describer: Describer | None = None,
+    store_images: bool = True,
 ) -> IndexReport:
-    """Add an in-memory dataset (CIFAR-10) to a collection, with a PNG copy of every image
+    """Add an in-memory dataset (CIFAR-10, or a folder a benchmark decoded) to a collection.
+    Each image keeps its file's path when it has one, else (with `store_images`) a PNG copy
     stored in the collection so the web app can show it. Idempotent by id: a dataset's ids
     name fixed images."""
     size = collection.extractor.input_size
@@ -244,11 +246,21 @@ def index_dataset(
         fresh = [i for i in range(start, stop) if dataset.ids[i] not in known]
         batch = _Batch(size=stop - start, skipped=(stop - start) - len(fresh))
         batch.images = dataset.images[fresh]
-        batch.blobs = [png_bytes(image) for image in batch.images]
         height, width = dataset.images.shape[1:3]
+        if dataset.paths:
+            paths = [dataset.paths[i] for i in fresh]
+            digests = [sha256_bytes(Path(path).read_bytes()) for path in paths]
+            height = width = None  # the file's own size is not the decoded one
+        else:
+            paths = [None] * len(fresh)
+            if store_images:
+                batch.blobs = [png_bytes(image) for image in batch.images]
+            # without a stored copy, the pixels themselves are the content
+            contents = batch.blobs or [image.tobytes() for image in batch.images]
+            digests = [sha256_bytes(content) for content in contents]
         batch.records = [
-            ImageRecord(dataset.ids[i], None, label_names[i], sha256_bytes(blob), width, height)
-            for i, blob in zip(fresh, batch.blobs, strict=True)
+            ImageRecord(dataset.ids[i], path, label_names[i], digest, width, height)
+            for i, path, digest in zip(fresh, paths, digests, strict=True)
         ]
         return batch
 

@@ -16,43 +16,33 @@ sample of queries with thumbnails of their top results), so a report needs nothi
 from __future__ import annotations
 
 import logging
-import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cbir.collection import EXTRACTOR_DIR, read_manifest
+from cbir.batch_search import trec_id, write_trec_run
+from cbir.collection import load_collection_extractor, read_manifest
 from cbir.datasets import MIRROR_FOLDER, MIRROR_TARBALL, Dataset, load_cifar10, load_folder
-from cbir.errors import CbirError, CollectionError
-from cbir.evaluation import leave_one_out
-from cbir.evaluation.backend_run import search_with_backend
+from cbir.errors import CbirError
+from cbir.evaluation.collection_run import search_parts
+from cbir.evaluation.cross_fit import DEFAULT_FOLDS, plan_fitting
 from cbir.evaluation.examples import save_examples
-from cbir.evaluation.metrics import (
-    IPREC_RECALL_LEVELS,
-    full_ranking_metrics,
-    mean_metrics,
-    per_query_metrics,
-)
+from cbir.evaluation.metrics import IPREC_RECALL_LEVELS, mean_metrics, per_query_metrics
 from cbir.evaluation.near_duplicates import DEFAULT_THRESHOLD, NearDuplicates, find_near_duplicates
-from cbir.evaluation.trec import write_run
-from cbir.features import DEFAULT_EXTRACTOR, Extractor, get_extractor, load_extractor
-from cbir.index.embedded import ExactIndex
-from cbir.pipeline import describe
+from cbir.features import DEFAULT_EXTRACTOR, Extractor, get_extractor
+from cbir.fitting import fit_extractor, load_fit_images
+from cbir.pipeline import DEFAULT_SIZE
 from cbir.progress import progress_bar
 from cbir.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-MAP_ALL_CHUNK = 256  # queries per score matrix: 256 x 50,000 float32 = 51 MB
-DEFAULT_INPUT_SIZE = (32, 32)  # for extractors that take any size (a batch shares one)
 N_EXAMPLES = 10
 PROTOCOL_SPLIT = "index/queries"
 PROTOCOL_LEAVE_ONE_OUT = "leave-one-out"
-_TREC_UNSAFE = re.compile(r"[\s%]")  # whitespace breaks a TREC line; % is our escape
 
 
 @dataclass
@@ -87,19 +77,28 @@ def run_benchmark(
     *,
     leave_one_out_queries: bool = False,
     fitted_on: str | None = None,
+    folds: int = DEFAULT_FOLDS,
+    collection_dir: Path | None = None,
     near_duplicate_threshold: float | None = DEFAULT_THRESHOLD,
     n_examples: int = N_EXAMPLES,
     seed: int = 0,
     extra: dict[str, Any] | None = None,
     backend: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole protocol and write the run folder `out_dir`; returns metrics.json's content.
+    """Run the whole protocol through the product and write the run folder `out_dir`;
+    returns metrics.json's content.
+
+    The index images go into a real collection (fitted as `cbir index` fits, indexed by the
+    same pipeline; temporary, or kept in `collection_dir`) and every query is searched
+    through the collection as `cbir search` and `cbir serve` search it.
 
     `leave_one_out_queries`: `queries` is `index_set` and each image is left out of its own
-    ranking. `fitted_on`: the extractor arrives fitted (say where, for metrics.json) and is not
-    fitted again. `near_duplicate_threshold`: None skips the near-duplicate check. `extra` is
-    merged into metrics.json. `backend` (name, settings): the top-k run comes from that backend,
-    measured against the exact embedded index (see `backend_run`).
+    ranking; an extractor that learns from labels is then cross-fitted (`folds` collections,
+    each fitted without the queries it answers). `fitted_on`: the extractor arrives fitted
+    (say where, for metrics.json) and is not fitted again; a run whose queries took part in
+    fitting a label-using extractor is refused. `extra` is merged into metrics.json.
+    `backend` (name, settings): the top-k run comes from that backend, measured against the
+    exact embedded index (see `backend_run`).
     """
     if not index_set.labelled or not queries.labelled:
         raise CbirError("a benchmark needs labelled images (one subfolder per class)")
@@ -120,32 +119,21 @@ def run_benchmark(
         )
 
     with timer.section("fit_s"):  # 0 for extractors that learn nothing
-        fit_note = _fit(extractor, index_set, leave_one_out_queries, fitted_on)
-    with timer.section("extract_s"):
-        # Class fusion: index vectors carry the TRUE class, queries only the predicted one, so
-        # leave-one-out queries must be described apart (else their own labels leak in).
-        fused = getattr(extractor, "uses_index_labels", False)
-        if fused:
-            index_vectors = extractor.transform_index(index_set.images, index_set.labels)
-        else:
-            index_vectors = describe(extractor, index_set.images, label="index")
-        if leave_one_out_queries and not fused and not extractor.distinct_queries:
-            query_vectors = index_vectors
-        else:  # timed apart too: queries may take another route (`transform_query`)
-            with timer.section("extract_queries_s"):
-                query_vectors = describe(extractor, queries.images, label="queries", queries=True)
-    with timer.section("index_s"):
-        index = ExactIndex(dim=extractor.dim, metric="cosine")
-        index.add(index_set.ids, index_vectors)
-    with timer.section("search_s"):
-        ranked_ids, scores = leave_one_out.search(index, query_vectors, depth, exclude)
-    label_of = dict(zip(index_set.ids, index_set.labels.tolist(), strict=True))
-    if backend is not None:
-        exact_ids = ranked_ids
-        ranked_ids, scores, backend_note = search_with_backend(
-            *backend, index_set.ids, index_vectors, query_vectors, depth, exclude, exact_ids,
-            timer.timings,
+        parts, fit = plan_fitting(
+            extractor, index_set, queries, leave_one_out_queries, fitted_on, folds, seed,
+            dataset_name,
         )  # fmt: skip
+    if backend is not None and len(parts) > 1:
+        raise CbirError("--backend compares one collection; it cannot run a cross-fitted benchmark")
+    found = search_parts(
+        parts, index_set, queries, depth, leave_one_out_queries, collection_dir, timer,
+        with_map_all, backend,
+    )  # fmt: skip
+    ranked_ids, scores = found.ranked_ids, found.scores
+    label_of = dict(zip(index_set.ids, index_set.labels.tolist(), strict=True))
+    if found.backend is not None:
+        exact_ids = ranked_ids
+        ranked_ids, scores, backend_note = found.backend
         # the exact embedded run scored too, so the two sit side by side in metrics.json
         exact_relevance, exact_retrieved = _relevance_matrix(
             exact_ids, queries.labels, label_of, depth
@@ -159,10 +147,7 @@ def run_benchmark(
         per_query = per_query_metrics(relevance, n_relevant, depth, n_retrieved=n_retrieved)
     interpolated = None
     if with_map_all:
-        with timer.section("map_all_s"):
-            per_query["map_all"], interpolated = _full_ranking(
-                index, index_set, queries, query_vectors, leave_one_out_queries
-            )
+        per_query["map_all"], interpolated = found.average_precision, found.interpolated
     near = None
     if near_duplicate_threshold is not None:
         with timer.section("near_duplicates_s"):
@@ -171,8 +156,7 @@ def run_benchmark(
                 threshold=near_duplicate_threshold, query_ids=exclude,
             )  # fmt: skip
     with timer.section("write_s"):
-        tag = getattr(extractor, "run_tag", extractor.name)  # e.g. cnn+class_fusion
-        write_run(out_dir / "run.txt", queries.ids, ranked_ids, scores, tag=tag)
+        write_trec_run(out_dir / "run.txt", queries.ids, ranked_ids, scores, tag=extractor.run_tag)
         _write_per_query(out_dir / "per_query.tsv", queries, n_relevant, per_query, near)
         if near is not None:
             _write_near_duplicates(out_dir / "near_duplicates.tsv", queries, index_set, near)
@@ -197,12 +181,16 @@ def run_benchmark(
         "map_cut_ceiling": _map_cut_ceiling(n_relevant, depth),
         "dataset": dataset_name,
         "protocol": PROTOCOL_LEAVE_ONE_OUT if leave_one_out_queries else PROTOCOL_SPLIT,
-        "extractor": extractor.describe(),
-        "extractor_fit": fit_note,
+        "extractor": parts[0].extractor.describe(),
+        "extractor_fit": fit.text,
+        "supervised": fit.supervised,
         "n_examples": n_saved,  # example queries saved under examples/
+        **({"collection": str(Path(collection_dir).resolve())} if collection_dir else {}),
         **(extra or {}),
         "timings": {name: round(value, 3) for name, value in timer.timings.items()},
     }
+    if len(parts) > 1:
+        metrics["folds"] = len(parts)
     if near is not None:
         metrics["near_duplicates"] = near.describe()
         keep = ~near.flagged
@@ -213,23 +201,6 @@ def run_benchmark(
             }
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-def _fit(
-    extractor: Extractor, index_set: Dataset, leave_one_out_queries: bool, fitted_on: str | None
-) -> str:
-    """Fit when needed; returns how the extractor was fitted, in words, for metrics.json."""
-    if fitted_on is not None:
-        return fitted_on
-    if not extractor.needs_fit:
-        return "not needed"
-    extractor.fit(index_set.images, index_set.labels)  # never the queries of a split
-    if leave_one_out_queries:
-        return (
-            f"fitted on the benchmark folder itself ({len(index_set):,} images, labels "
-            "included): every query took part in fitting; --collection uses one fitted elsewhere"
-        )
-    return f"fitted on the {len(index_set):,} index images only"
 
 
 def _summary(
@@ -271,43 +242,6 @@ def _relevance_matrix(
         retrieved_labels[row, : len(ids)] = [label_of[i] for i in ids]
         n_retrieved[row] = len(ids)
     return retrieved_labels == query_labels[:, None], n_retrieved
-
-
-def _full_ranking(
-    index: ExactIndex,
-    index_set: Dataset,
-    queries: Dataset,
-    query_vectors: np.ndarray,
-    exclude_self: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """map_all and the 11-point interpolated precision over the full ranking of the whole
-    index, chunk by chunk; a leave-one-out query's own image is made non-relevant and scores
-    -inf, which takes it out of both measures."""
-    position = {image_id: i for i, image_id in enumerate(index.ids)}
-    stored_labels = np.empty_like(index_set.labels)
-    stored_labels[[position[i] for i in index_set.ids]] = index_set.labels
-    own = np.array([position[i] for i in queries.ids]) if exclude_self else None
-    tiebreak = index.tiebreak_rank
-    average_precision = np.zeros(len(queries), dtype=np.float64)
-    interpolated = np.zeros((len(queries), len(IPREC_RECALL_LEVELS)), dtype=np.float64)
-
-    def one_chunk(start: int) -> int:
-        stop = start + MAP_ALL_CHUNK
-        scores = index.scores(query_vectors[start:stop])
-        relevant = stored_labels[None, :] == queries.labels[start:stop, None]
-        if own is not None:
-            rows = np.arange(len(scores)), own[start:stop]
-            scores[rows], relevant[rows] = -np.inf, False
-        average_precision[start:stop], interpolated[start:stop] = full_ranking_metrics(
-            scores, relevant, tiebreak
-        )
-        return len(scores)
-
-    starts = range(0, len(queries), MAP_ALL_CHUNK)
-    with progress_bar(len(queries), "map_all", unit="q") as bar, ThreadPoolExecutor(2) as pool:
-        for done in pool.map(one_chunk, starts):
-            bar.update(done)
-    return average_precision, interpolated
 
 
 def _write_per_query(
@@ -382,20 +316,54 @@ def run_folder_benchmark(
     out_dir: Path,
     extractor_name: str | None = None,
     extractor_params: dict[str, Any] | None = None,
-    collection: str | Path | None = None,
+    extractor_from: str | Path | None = None,
     depth: int = 100,
     with_map_all: bool = True,
+    *,
+    queries_folder: str | Path | None = None,
+    fit_on: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Leave-one-out over a labelled folder (one subfolder per class): every image a query
-    against all the others. Images at the top level (no class) and unreadable files are left
-    out and counted in metrics.json under `skipped`. The extractor comes from `extractor_name`
-    (fitted on the folder itself when it needs fitting) or from a `collection`'s saved state.
-    `options` go to `run_benchmark` (near_duplicate_threshold, n_examples, seed)."""
+    """A labelled folder (one subfolder per class). Leave-one-out by default: every image a
+    query against all the others; with `queries_folder`, the folder is indexed and that
+    folder's images are the queries. Images at the top level (no class) and unreadable files
+    are left out and counted in metrics.json under `skipped`.
+
+    The extractor comes from `extractor_name` or from a collection (`extractor_from`, its
+    saved, fitted state); one that learns is fitted on `fit_on` when given, else as
+    `cross_fit` says. `options` go to `run_benchmark` (collection_dir, folds,
+    near_duplicate_threshold, n_examples, seed, backend)."""
     timer = Timer()
-    extractor, fitted_on = _folder_extractor(extractor_name, extractor_params, collection)
-    with timer.section("load_s"), progress_bar(None, "load folder") as bar:
-        data = load_folder(folder, extractor.input_size or DEFAULT_INPUT_SIZE, bar.update)
+    extractor, fitted_on = _folder_extractor(extractor_name, extractor_params, extractor_from)
+    if fit_on is not None:
+        if fitted_on is not None:
+            raise CbirError("--fit-on fits a new extractor; --extractor-from brings a fitted one")
+        if extractor.needs_fit:
+            with timer.section("fit_s"):
+                data, source = load_fit_images(fit_on, extractor)
+                extractor = fit_extractor(extractor, data, source)
+    with timer.section("load_s"):
+        images, skipped = _labelled_folder(folder, extractor)
+        queries = images
+        if queries_folder is not None:
+            queries, skipped_queries = _labelled_folder(queries_folder, extractor)
+            skipped = {"index": skipped, "queries": skipped_queries}
+    extra = {"source": str(Path(folder).resolve()), "skipped": skipped}
+    if queries_folder is not None:
+        extra["queries_source"] = str(Path(queries_folder).resolve())
+    return run_benchmark(
+        images, queries, extractor, out_dir, depth=depth,
+        dataset_name=f"folder {Path(folder).resolve().name}", with_map_all=with_map_all,
+        timer=timer, leave_one_out_queries=queries_folder is None, fitted_on=fitted_on,
+        extra=extra, **options,
+    )  # fmt: skip
+
+
+def _labelled_folder(folder: str | Path, extractor: Extractor) -> tuple[Dataset, dict[str, int]]:
+    """The labelled images of a folder, decoded at the extractor's size, with TREC-safe ids;
+    and how many were left out."""
+    with progress_bar(None, f"load {Path(folder).name}") as bar:
+        data = load_folder(folder, extractor.input_size or DEFAULT_SIZE, bar.update)
     labelled = data.labels >= 0
     if not labelled.any():
         raise CbirError(
@@ -403,16 +371,8 @@ def run_folder_benchmark(
         )
     if not labelled.all():
         log.warning("leaving out %d images outside any class subfolder", (~labelled).sum())
-    images = _subset(data, labelled)
-    extra = {
-        "source": str(Path(folder).resolve()),
-        "skipped": {"unlabelled": int((~labelled).sum()), "unreadable": len(data.failures)},
-    }
-    return run_benchmark(
-        images, images, extractor, out_dir, depth=depth,
-        dataset_name=f"folder {Path(folder).resolve().name}", with_map_all=with_map_all,
-        timer=timer, leave_one_out_queries=True, fitted_on=fitted_on, extra=extra, **options,
-    )  # fmt: skip
+    skipped = {"unlabelled": int((~labelled).sum()), "unreadable": len(data.failures)}
+    return _subset(data, labelled), skipped
 
 
 def _folder_extractor(
@@ -423,20 +383,20 @@ def _folder_extractor(
         return get_extractor(name or DEFAULT_EXTRACTOR, **(params or {})), None
     if params:
         raise CbirError("extractor parameters come from the collection; drop --param")
-    read_manifest(Path(collection))  # a clear error when it is not a collection
-    try:
-        extractor = load_extractor(Path(collection) / EXTRACTOR_DIR)
-    except (OSError, ValueError, KeyError) as error:
-        raise CollectionError(f"cannot load the extractor of {collection}: {error}") from None
+    # a clear error when it is not a collection, or its fitted state does not check out
+    extractor = load_collection_extractor(Path(collection), read_manifest(Path(collection)))
     if name and name != extractor.name:
         raise CbirError(f"{collection} was built with extractor {extractor.name!r}, not {name!r}")
-    return extractor, f"loaded from collection {Path(collection).resolve()} (not refitted)"
+    where = f"loaded from collection {Path(collection).resolve()} (not refitted)"
+    if extractor.fit_record_ is not None:
+        where = f"{extractor.fit_record_.describe()}; {where}"
+    return extractor, where
 
 
 def _subset(data: Dataset, keep: np.ndarray) -> Dataset:
     """The kept images, with ids made safe for TREC files: whitespace and % percent-encoded
     (a file named 'my cat.jpg' becomes 'my%20cat.jpg'; distinct ids stay distinct)."""
     rows = np.flatnonzero(keep).tolist()
-    ids = [_TREC_UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", data.ids[i]) for i in rows]
+    ids = [trec_id(data.ids[i]) for i in rows]
     paths = [data.paths[i] for i in rows] if data.paths else None
     return replace(data, ids=ids, images=data.images[rows], labels=data.labels[rows], paths=paths)

@@ -40,7 +40,7 @@ class FitRecord:
     def describe(self) -> str:
         """One line for a console, metrics.json and a report."""
         kind = "supervised, fitted on" if self.uses_labels else "fitted (no labels) on"
-        return f"{kind} {self.n_images:,} images of {self.source}"
+        return f"{kind} {self.source} ({self.n_images:,} images)"
 
     def overlap(self, images: np.ndarray) -> np.ndarray:
         """Which of `images` (decoded as the extractor sees them) took part in fitting."""
