@@ -56,6 +56,19 @@ def drop_file(page, selector: str, data: bytes, name: str) -> None:
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
+def paste_file(page, data: bytes, name: str) -> None:
+    """Paste a file on the page, as a person pasting a copied image (Ctrl+V)."""
+    page.evaluate(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer }));
+        }""",
+        [base64.b64encode(data).decode(), name],
+    )
+
+
 def test_drop_an_image_then_more_like_this(browser, live_server, screenshots):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(TIMEOUT_MS)
@@ -66,15 +79,23 @@ def test_drop_an_image_then_more_like_this(browser, live_server, screenshots):
     page.goto(live_server.url)
     assert page.locator(".examples .card").count() >= 1
 
+    assert page.locator(".about code").inner_text() == "gch"  # which extractor matches
     drop_file(page, "#dropzone", query_png(40), "dark-query.png")
     page.wait_for_selector('.query-summary[data-query-kind="upload"]')
     assert page.locator("#preview").is_visible()  # the query, previewed in the drop zone
     assert page.locator(".grid .card").count() == 10
     assert "dark-query.png" in page.locator(".query-summary h1").inner_text()
+    assert "cosine similarity" in page.locator(".legend").inner_text()
     first_label = page.locator(".grid .card .chip").first.inner_text()
     assert first_label == "dark"
     upload_shot = screenshots / "test-upload-results.png"
     page.screenshot(path=upload_shot, full_page=True)
+
+    # More results: the upload is sent again with an offset, the next page appended.
+    page.locator("button.more-page").click()
+    expect(page.locator(".grid .card")).to_have_count(18)  # the whole small collection
+    assert page.locator(".grid .card .rank").nth(10).inner_text() == "#11"
+    assert page.locator(".more-results").count() == 0  # nothing past the whole collection
 
     first_id = (
         page.locator(".grid .card a.more").first.get_attribute("title").removeprefix("More like ")
@@ -92,10 +113,22 @@ def test_drop_an_image_then_more_like_this(browser, live_server, screenshots):
     more_shot = screenshots / "test-more-like-this.png"
     page.screenshot(path=more_shot, full_page=True)
 
+    # Back: the upload's results again (they live in the history entry, no URL has them).
     page.go_back()
-    page.wait_for_selector('.query-summary[data-query-kind="upload"], .examples')
+    page.wait_for_selector('.query-summary[data-query-kind="upload"]')
+    assert "dark-query.png" in page.locator(".query-summary h1").inner_text()
+    expect(page.locator(".grid .card")).to_have_count(18)
+    assert page.locator(".query-summary .count").inner_text() == "18"
+    assert page.locator("#k-select").input_value() == "10"  # the k of these results
+    back_shot = screenshots / "test-back-desktop.png"
+    page.screenshot(path=back_shot, full_page=True)
+
+    # Paste an image: searched like a dropped one.
+    paste_file(page, query_png(215, seed=3), "pasted.png")
+    page.wait_for_selector(".query-summary h1 >> text=pasted.png")
+    assert page.locator(".grid .card .chip").first.inner_text() == "light"
     assert problems == []
-    print(f"\nscreenshots: {upload_shot} {more_shot}")
+    print(f"\nscreenshots: {upload_shot} {more_shot} {back_shot}")
 
 
 def test_file_picker_and_error_on_a_phone(browser, live_server, tmp_path, screenshots):
@@ -107,6 +140,7 @@ def test_file_picker_and_error_on_a_phone(browser, live_server, tmp_path, screen
     page.set_input_files("#image-input", str(bad))
     page.wait_for_selector(".notice.error")
     assert "not an image" in page.locator(".notice.error").inner_text()
+    expect(page.locator("#preview")).to_be_hidden()  # no broken-image icon left behind
 
     # Too large: refused in the page before anything is sent.
     huge = tmp_path / "huge.png"  # a path, not a buffer: the browser reads it, nothing is copied
@@ -123,4 +157,13 @@ def test_file_picker_and_error_on_a_phone(browser, live_server, tmp_path, screen
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot = screenshots / "test-phone.png"
     page.screenshot(path=shot)
-    print(f"\nscreenshot: {shot}")
+
+    page.locator(".grid .card a.more").first.click()
+    page.wait_for_selector('.query-summary[data-query-kind="id"]')
+    page.go_back()
+    page.wait_for_selector('.query-summary[data-query-kind="upload"]')
+    assert "light.png" in page.locator(".query-summary h1").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    back_shot = screenshots / "test-back-phone.png"
+    page.screenshot(path=back_shot, full_page=True)
+    print(f"\nscreenshots: {shot} {back_shot}")

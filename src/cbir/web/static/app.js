@@ -122,6 +122,8 @@
     const grid = results.querySelector("ol.grid");
     const cards = page.content.querySelectorAll("ol.grid > li");
     if (grid) grid.append(...cards);
+    const count = results.querySelector(".query-summary .count");
+    if (count && grid) count.textContent = String(grid.children.length);
     const next = page.content.querySelector(".more-results");
     const current = control.closest(".more-results");
     if (next) current.replaceWith(next);
@@ -199,8 +201,13 @@
 
   window.addEventListener("popstate", (event) => {
     clearPreview();
-    if (event.state && event.state.results) results.innerHTML = event.state.results;
-    else load(location.href).then(remember);
+    if (event.state && event.state.results) {
+      results.innerHTML = event.state.results;
+      const summary = results.querySelector("[data-k]");
+      if (summary && kSelect.querySelector(`option[value="${summary.dataset.k}"]`)) {
+        kSelect.value = summary.dataset.k; // the k these results were asked with
+      }
+    } else load(location.href).then(remember);
   });
   remember(); // the page as the server rendered it
 
