@@ -19,12 +19,13 @@ _BUILTIN_MODULES: dict[str, str] = {
     "gch": "cbir.features.color",
     "hog": "cbir.features.hog",
     "cnn": "cbir.features.cnn.extractor",  # needs torch
+    "efficientnet": "cbir.features.efficientnet",  # needs torch + the packaged ImageNet weights
     "bovw": "cbir.features.bovw",  # needs OpenCV and scikit-learn
     "bovw-reference": "cbir.features.bovw",
 }
 _REGISTRY: dict[str, type[Extractor]] = {}
 
-DEFAULT_EXTRACTOR = "gch"
+DEFAULT_EXTRACTOR = "efficientnet"  # people's photos; `cbir benchmark cifar10` picks its own
 
 
 def register(name: str):

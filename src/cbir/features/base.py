@@ -29,6 +29,7 @@ class Extractor:
 
     Class attributes:
         name: registry name ("gch", "hog", ...), set by `@register`.
+        about: one line saying what the extractor matches ("overall colour", ...).
         needs_fit: True when `fit` must run before `transform`.
         input_size: (height, width) every image is resized to before extraction, or None when
             the extractor accepts any size (the batch must still share one size).
@@ -38,6 +39,7 @@ class Extractor:
     """
 
     name: ClassVar[str] = ""
+    about: ClassVar[str] = ""  # one line on what the extractor matches, shown to people
     needs_fit: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any] | None] = None
 

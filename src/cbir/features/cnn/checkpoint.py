@@ -116,3 +116,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         for key, tensor in state.items()
         if not key.endswith(SCALE_SUFFIX)
     }
+
+
+# Suffixes of torch-saved state dicts (torchvision, timm, plain `torch.save(model.state_dict())`)
+TORCH_STATE_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from `.safetensors`, or from a torch-saved file read with
+    `weights_only=True` (tensors and plain containers only: nothing is unpickled that could run
+    code). A training checkpoint holding it under "state_dict" or "model" is unwrapped."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_weights(path)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # the unpickler raises many kinds; all mean "not a state dict"
+        why = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise CbirError(f"{path} is not a state dict torch can read safely ({why})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CbirError(f"{path} holds no state dict (a mapping of names to tensors)")
+    return state

@@ -25,12 +25,15 @@ import numpy as np
 from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
+from cbir.index.base import l2_normalise
 from cbir.progress import progress_bar
 
 if TYPE_CHECKING:
     from cbir.features.cnn.models import Reader
 
 PCA_FILE = "pca.npz"
+# the keys of networks.NORMALISATIONS, named here so that checking parameters needs no torch
+NORMALISATION_NAMES = ("cifar", "imagenet", "lite")
 STATE_FILE = "cnn_state.json"
 
 
@@ -43,7 +46,7 @@ class CnnExtractor(Extractor):
         "arch": "",  # for a bare .safetensors state dict: airbench, lenet, mlp, torchvision:NAME
         "layer": "",  # module whose output is the embedding (forward hook); "" = penultimate
         "image_size": 32,  # input side for the network (ImageNet models want 224)
-        "normalisation": "cifar",  # channel statistics: cifar or imagenet
+        "normalisation": "cifar",  # channel statistics: cifar, imagenet or lite (TF-Lite models)
         "pca": 0,  # components kept (0 = no PCA), fitted on the index images
         "class_fusion": False,
         "fusion_weight": 1.0,
@@ -67,8 +70,11 @@ class CnnExtractor(Extractor):
         self._check_range("query_tta", -1, 2)
         self._check_range("batch_size", 1)
         self._check_range("threads", 1)
-        if self.params["normalisation"] not in ("cifar", "imagenet"):
-            raise CbirError("parameter normalisation of extractor 'cnn' must be cifar or imagenet")
+        if self.params["normalisation"] not in NORMALISATION_NAMES:
+            raise CbirError(
+                "parameter normalisation of extractor 'cnn' must be one of "
+                f"{', '.join(NORMALISATION_NAMES)}"
+            )
         if self.params["classifiers"] and not self.params["class_fusion"]:
             raise CbirError(
                 "parameter classifiers of extractor 'cnn' only votes on the class that class "
@@ -154,13 +160,7 @@ class CnnExtractor(Extractor):
             return self
         batches = [images] if isinstance(images, np.ndarray) else images
         embeddings = np.concatenate([self._raw(check_image_batch(b))[0] for b in batches])
-        k = self.params["pca"]
-        if k > min(embeddings.shape):
-            raise CbirError(f"pca={k} exceeds what {embeddings.shape} embeddings can give")
-        centred = embeddings.astype(np.float64) - embeddings.mean(0)
-        eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
-        self.pca_mean_ = embeddings.mean(0).astype(np.float32)
-        self.pca_components_ = eigenvectors[:, ::-1][:, :k].T.astype(np.float32)
+        self.pca_mean_, self.pca_components_ = fit_pca(embeddings, self.params["pca"])
         return self
 
     @property
@@ -244,7 +244,7 @@ class CnnExtractor(Extractor):
             if self.pca_components_ is None:
                 raise CbirError("extractor 'cnn' with pca > 0 must be fitted before transform")
             embeddings = (embeddings - self.pca_mean_) @ self.pca_components_.T
-        vectors = _l2_normalise(embeddings)
+        vectors = l2_normalise(embeddings)
         if not self.params["class_fusion"]:
             return vectors
         weight = self.params["fusion_weight"]
@@ -322,6 +322,12 @@ def weights_checksum(weights: str) -> str:
     return digest.hexdigest()
 
 
-def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+def fit_pca(embeddings: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components) of a PCA keeping `components` directions, float32: project with
+    `(x - mean) @ components.T`."""
+    if components > min(embeddings.shape):
+        raise CbirError(f"pca={components} exceeds what {embeddings.shape} embeddings can give")
+    mean = embeddings.mean(0)
+    centred = embeddings.astype(np.float64) - mean
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    return mean.astype(np.float32), eigenvectors[:, ::-1][:, :components].T.astype(np.float32)

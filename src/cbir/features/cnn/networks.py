@@ -159,7 +159,14 @@ def build_network(arch: str, **options: Any) -> EmbeddingNet:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALISATIONS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+# TF-Lite models (EfficientNet-Lite): (pixel - 127) / 128, as mean and std of pixels in [0, 1]
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+NORMALISATIONS = {
+    "cifar": (CIFAR_MEAN, CIFAR_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "lite": (LITE_MEAN, LITE_STD),
+}
 
 
 def normalise(

