@@ -41,20 +41,35 @@ def test_exact_query_is_the_reference_script_sorted_by_score_then_id() -> None:
     assert zero["query"]["script_score"]["script"]["source"] == req.CONSTANT_SCRIPT
 
 
+@pytest.mark.parametrize("mode", ["exact", "knn"])
+def test_answers_are_lean_ids_and_similarities_only(mode: str) -> None:
+    query = np.array([0.6, 0.8], np.float32)
+    body = (
+        req.exact_search(query, "cosine", 10)
+        if mode == "exact"
+        else req.knn_search(query, "cosine", 10, 100)
+    )
+    assert body["_source"] is False and body["stored_fields"] == "_none_"
+    similarity = body["script_fields"]["similarity"]["script"]
+    assert similarity["source"] == req.SIMILARITY_SCRIPT
+    assert similarity["params"]["query_vector"] == query.tolist()
+    # what a filtered response holds: sort values (score, id) and the similarity per hit
+    response = {"hits": {"hits": [{"sort": [1.9, "b"], "fields": {"similarity": [0.9]}}]}}
+    assert req.parse_hits(response) == (["b"], [0.9])
+    assert req.parse_hits({}) == ([], [])  # filter_path drops an empty hits list
+
+
 def test_knn_query_takes_num_candidates() -> None:
-    body = req.knn_search(np.ones(3, np.float32), "ip", 20, num_candidates=200)
-    assert body["knn"]["k"] == 20 and body["knn"]["num_candidates"] == 200
-    assert req.knn_search(np.ones(3, np.float32), "ip", 300, 200)["knn"]["num_candidates"] == 300
+    knn = req.knn_search(np.ones(3, np.float32), "ip", 20, num_candidates=200)["query"]
+    assert knn["bool"]["should"][0]["knn"]["num_candidates"] == 200
+    wide = req.knn_search(np.ones(3, np.float32), "ip", 300, 200)["query"]
+    assert wide["bool"]["should"][0]["knn"]["num_candidates"] == 300
 
 
-def test_zero_vectors_are_sent_without_features_and_parsed_back_as_zeros() -> None:
+def test_zero_vectors_are_sent_without_features() -> None:
     actions = req.index_actions("i", ["a", "b"], np.array([[0, 0], [0.5, 1]], np.float32))
     assert "features" not in actions[0]["_source"] and actions[0]["_op_type"] == "create"
     assert actions[1]["_source"]["features"] == [0.5, 1.0]
-    response = {"hits": {"hits": [{"_source": a["_source"]} for a in actions]}}
-    ids, vectors = req.parse_hits(response, 2)
-    assert ids == ["a", "b"]
-    np.testing.assert_array_equal(vectors, [[0, 0], [0.5, 1]])
 
 
 def test_bulk_errors_name_each_failed_document() -> None:

@@ -1,7 +1,8 @@
 """The "elasticsearch" backend: vectors in an Elasticsearch 8.x index (official client).
 
     ElasticsearchIndex(dim, metric="cosine", url=None, index_name="cbir", search="exact",
-                       num_candidates=100, shards=1, replicas=0, hnsw_m=16, ef_construction=100)
+                       num_candidates=100, shards=1, replicas=0, hnsw_m=16, ef_construction=100,
+                       batch=256)
 
 `url` defaults to $CBIR_ELASTICSEARCH_URL, else http://127.0.0.1:9200. Credentials come from
 the environment only, never from settings (which collections store): $CBIR_ELASTICSEARCH_API_KEY,
@@ -9,8 +10,10 @@ or $CBIR_ELASTICSEARCH_USER with $CBIR_ELASTICSEARCH_PASSWORD. The index is crea
 with the reference mapping (see `elasticsearch_requests`) when missing, and checked (dims,
 similarity) when present. `search="exact"` ranks with script_score over every document;
 `search="knn"` uses the approximate top-level `knn` search (HNSW, `num_candidates` per
-shard). Either way the server proposes candidates with their stored vectors and the scores
-are recomputed here (`cbir.index.remote`), so results follow the VectorIndex order exactly.
+shard). Either way queries go `batch` at a time in one `_msearch` request, and each hit comes
+back lean: its id and its exact similarity (computed by the server for the returned hits
+only), ordered here (`cbir.index.remote`), so results follow the VectorIndex order exactly.
+`last_search` tells how the last search went (round trips, their time, the server's `took`).
 Adds and deletes refresh the index, so a search right after sees them.
 """
 
@@ -25,13 +28,26 @@ import numpy as np
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import elasticsearch_requests as req
 from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
-from cbir.index.remote import as_results, fetch_size, prepare, rescore
+from cbir.index.remote import (
+    Answer,
+    SearchTiming,
+    batches,
+    check_batch,
+    prepare,
+    search_in_rounds,
+)
 
 DEFAULT_URL = "http://127.0.0.1:9200"
 SEARCH_MODES = ("exact", "knn")
 BULK_CHUNK = 500  # documents per bulk request
 BULK_RETRIES = 3  # with exponential back-off from 1 s
-MSEARCH_CHUNK = 64  # queries per msearch request
+# queries per _msearch request, measured (benchmarks/server_backends.py --batches): 64 to 1,024
+# run at the same speed, the server's time per query dominating; bodies of ~10 kB per 256-d query
+# stay far below http.max_content_length (100 MB)
+DEFAULT_BATCH = 256
+# the server's scores are floats: candidates within this (relative) of the k-th may be out of
+# order, so the boundary is checked against it
+SCORE_ROUNDING = 1e-5
 
 
 class ElasticsearchIndex:
@@ -51,6 +67,7 @@ class ElasticsearchIndex:
         replicas: int = 0,
         hnsw_m: int = 16,
         ef_construction: int = 100,
+        batch: int = DEFAULT_BATCH,
         timeout: float = 30.0,
     ) -> None:
         import elasticsearch  # optional dependency, imported when the backend is used
@@ -67,6 +84,8 @@ class ElasticsearchIndex:
         self.index_name = index_name
         self.search_mode = search
         self.num_candidates = int(num_candidates)
+        self.batch = check_batch(batch)
+        self.last_search = SearchTiming()
         self.url = url or os.environ.get("CBIR_ELASTICSEARCH_URL") or DEFAULT_URL
         self._errors = elasticsearch
         self._client = elasticsearch.Elasticsearch(
@@ -153,22 +172,10 @@ class ElasticsearchIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         k = check_k(k)
         queries = prepare(queries, self.dim, self.metric, what="queries")
-        rows: list[tuple[list[str], list[float]] | None] = [None] * len(queries)
-        size = fetch_size(k)
-        if size > req.MAX_RESULT_WINDOW:
-            raise CbirError(
-                f"k={k} is too large: this backend returns at most {req.MAX_RESULT_WINDOW:,} hits"
-            )
-        pending = list(range(len(queries)))
-        while pending:  # fetch again, twice as many, for queries whose boundary was unsure
-            for i, (ids, vectors) in zip(pending, self._fetch(queries[pending], size), strict=True):
-                # fewer hits than asked for: the server holds no more (no count request needed);
-                # a zero query ties everything at 0, and the server's id order is then exact
-                complete = len(ids) < size or size >= req.MAX_RESULT_WINDOW or not queries[i].any()
-                rows[i] = rescore(queries[i], ids, vectors, k, complete)
-            pending = [i for i in pending if rows[i] is None]
-            size = min(size * 2, req.MAX_RESULT_WINDOW)
-        return as_results(rows)  # type: ignore[arg-type]
+        self.last_search = SearchTiming()
+        return search_in_rounds(
+            queries, k, req.MAX_RESULT_WINDOW, self._fetch, tolerance=SCORE_ROUNDING
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -225,18 +232,20 @@ class ElasticsearchIndex:
                 failed.update(req.bulk_errors([item]))
         return failed
 
-    def _fetch(self, queries: np.ndarray, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        for start in range(0, len(queries), MSEARCH_CHUNK):
+    def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
+        for part in batches(len(queries), self.batch):
             searches: list[dict[str, Any]] = []
-            for query in queries[start : start + MSEARCH_CHUNK]:
+            for query in queries[part]:
                 body = (
                     req.knn_search(query, self.metric, size, self.num_candidates)
                     if self.search_mode == "knn"
                     else req.exact_search(query, self.metric, size)
                 )
                 searches.extend([{"index": self.index_name}, body])
-            response = self._call(self._client.msearch, searches=searches)
-            for result in response["responses"]:
+            self.last_search.start()
+            response = self._call(self._msearch, searches, len(queries[part]))
+            self.last_search.stop(server_s=response.get("took", 0) / 1000)
+            for query, result in zip(queries[part], response["responses"], strict=True):
                 error = result.get("error")
                 if error:
                     if error.get("type") == "index_not_found_exception":
@@ -244,7 +253,19 @@ class ElasticsearchIndex:
                             f"Elasticsearch index {self.index_name!r} is missing at {self.url}"
                         )
                     raise CbirError(f"Elasticsearch search failed: {error.get('reason', error)}")
-                yield req.parse_hits(result, self.dim)
+                # a zero query ties every document at 0: the server's id order is then exact
+                yield (*req.parse_hits(result), not query.any())
+
+    def _msearch(self, searches: list[dict[str, Any]], count: int) -> Any:
+        try:
+            return self._client.msearch(searches=searches, filter_path=req.FILTER_PATH)
+        except self._errors.ApiError as error:
+            if error.meta.status in (413, 429):  # too large, or over a circuit breaker's limit
+                raise CbirError(
+                    f"Elasticsearch refused a batch of {count} queries ({error.message}): "
+                    f"search in smaller batches, e.g. --backend-option batch={max(1, count // 4)}"
+                ) from error
+            raise
 
     def __repr__(self) -> str:  # never the credentials
         return (

@@ -5,7 +5,8 @@ dense_vector. Cosine collections use `similarity: cosine` and the reference exac
 `cosineSimilarity(params.query_vector, 'features') + 1.0` (script scores must not be
 negative); inner-product collections use `max_inner_product` and a positive, monotone map of
 `dotProduct`. Exact searches sort by score, then by `id` descending (keyword order is byte
-order, strcmp's), which is the VectorIndex order.
+order, strcmp's), which is the VectorIndex order. Answers are lean: per hit, its id and
+its exact similarity, never `_source` or the vector.
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ IP_SCRIPT = (  # inner products may be negative: a positive map that keeps their
     "return d >= 0 ? d + 1.0 : 1.0 / (1.0 - d);"
 )
 CONSTANT_SCRIPT = "1.0"  # a zero query under cosine: every document scores 0
+# the exact similarity of a returned hit, summed in float64 from the stored float32 vector
+# (the same value for identical vectors wherever they are stored); 0 for a zero vector
+SIMILARITY_SCRIPT = (
+    "if (doc['features'].size() == 0) { return 0.0; } "
+    "float[] v = doc['features'].vectorValue; def q = params.query_vector; double s = 0; "
+    "for (int i = 0; i < v.length; ++i) { s += v[i] * (double) q[i]; } return s;"
+)
+# what a lean msearch response keeps: the server's time, each hit's sort values (score, id)
+# and similarity, and any per-search error
+FILTER_PATH = [
+    "took",
+    "responses.hits.hits.sort",
+    "responses.hits.hits.fields.similarity",
+    "responses.error",
+]
 
 
 def index_body(
@@ -90,52 +106,52 @@ def exact_search(query: np.ndarray, metric: str, size: int) -> dict[str, Any]:
         source = COSINE_SCRIPT if query.any() else CONSTANT_SCRIPT
     else:
         source = IP_SCRIPT
+    script_score = {
+        "query": {"match_all": {}},
+        "script": {"source": source, "params": {"query_vector": query.tolist()}},
+    }
+    return lean({"size": size, "query": {"script_score": script_score}}, query)
+
+
+def knn_search(query: np.ndarray, metric: str, size: int, num_candidates: int) -> dict[str, Any]:
+    """Approximate search: the `knn` query clause (HNSW, `num_candidates` per shard). Zero
+    vectors are not in the HNSW graph, so they join through a clause scoring them what knn
+    scores a similarity of 0 (0.5 for cosine, 1.0 for max_inner_product)."""
+    if metric == "cosine" and not query.any():
+        return exact_search(query, metric, size)  # knn refuses a zero query vector
+    knn = {
+        "field": "features",
+        "query_vector": query.tolist(),
+        "num_candidates": min(max(num_candidates, size), MAX_NUM_CANDIDATES),
+    }
+    zero_docs = {"bool": {"must_not": {"exists": {"field": "features"}}}}
+    boost = 0.5 if metric == "cosine" else 1.0
+    either = [{"knn": knn}, {"constant_score": {"filter": zero_docs, "boost": boost}}]
+    return lean({"size": size, "query": {"bool": {"should": either}}}, query)
+
+
+def lean(body: dict[str, Any], query: np.ndarray) -> dict[str, Any]:
+    """A search that answers each hit with its id and exact similarity only: sorted by the
+    server's score, then by `id` descending (the VectorIndex order); no _source, no vectors.
+    The server's score is a float (and, for script_score, offset), so the similarity comes
+    from SIMILARITY_SCRIPT, computed for the returned hits only."""
+    similarity = {
+        "script": {"source": SIMILARITY_SCRIPT, "params": {"query_vector": query.tolist()}}
+    }
     return {
-        "size": size,
-        "query": {
-            "script_score": {
-                "query": {"match_all": {}},
-                "script": {"source": source, "params": {"query_vector": query.tolist()}},
-            }
-        },
+        **body,
         "sort": [{"_score": "desc"}, {"id": "desc"}],
-        "_source": ["id", "features"],
+        "_source": False,
+        "stored_fields": "_none_",
+        "script_fields": {"similarity": similarity},
         "track_total_hits": False,
     }
 
 
-def knn_search(query: np.ndarray, metric: str, size: int, num_candidates: int) -> dict[str, Any]:
-    """Approximate top-level knn. Zero vectors are not in the HNSW graph under cosine, so
-    they join through a query scoring them 0.5, which is what knn scores a cosine of 0."""
-    if metric == "cosine" and not query.any():
-        return exact_search(query, metric, size)  # knn refuses a zero query vector
-    zero_docs = {"bool": {"must_not": {"exists": {"field": "features"}}}}
-    extra = {"query": {"constant_score": {"filter": zero_docs, "boost": 0.5}}}
-    return {
-        **(extra if metric == "cosine" else {}),
-        "size": size,
-        "knn": {
-            "field": "features",
-            "query_vector": query.tolist(),
-            "k": size,
-            "num_candidates": min(max(num_candidates, size), MAX_NUM_CANDIDATES),
-        },
-        "_source": ["id", "features"],
-    }
-
-
-def parse_hits(response: dict[str, Any], dim: int) -> tuple[list[str], np.ndarray]:
-    """(ids, float32 vectors (n, dim)) of a search response; documents without `features`
-    (zero vectors) get zeros."""
-    hits = response["hits"]["hits"]
-    vectors = np.zeros((len(hits), dim), dtype=np.float32)
-    ids = []
-    for row, hit in enumerate(hits):
-        source = hit["_source"]
-        ids.append(source["id"])
-        if "features" in source:
-            vectors[row] = source["features"]
-    return ids, vectors
+def parse_hits(response: dict[str, Any]) -> tuple[list[str], list[float]]:
+    """(ids, exact similarities) of one lean search response (see FILTER_PATH)."""
+    hits = response.get("hits", {}).get("hits", [])
+    return [hit["sort"][1] for hit in hits], [hit["fields"]["similarity"][0] for hit in hits]
 
 
 def bulk_errors(items: Sequence[dict[str, Any]]) -> dict[str, str]:

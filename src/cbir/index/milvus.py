@@ -1,16 +1,18 @@
 """The "milvus" backend: vectors in a Milvus collection, through pymilvus's MilvusClient.
 
     MilvusIndex(dim, metric="cosine", uri=None, collection="cbir", index="FLAT",
-                nlist=128, nprobe=16, M=16, ef_construction=200, ef=128)
+                nlist=128, nprobe=16, M=16, ef_construction=200, ef=128, batch=1024)
 
 The same code serves Milvus Lite (`uri` a local `.db` file, no server) and a Milvus server
 (`uri` http://host:19530). `uri` defaults to $CBIR_MILVUS_URI, else `milvus.db` in the working
 folder; a token, when the server wants one, comes from $CBIR_MILVUS_TOKEN only (never from
 settings, which collections store). Collections have string primary keys and store vectors
 prepared as the embedded backend stores them (unit length for cosine), searched by inner
-product (IP), so zero vectors need no special case. Milvus proposes candidates with their
-vectors; scores are recomputed and ordered here (`cbir.index.remote`), so results follow the
-VectorIndex order. Strong consistency: a search right after an add or delete sees it.
+product (IP), so zero vectors need no special case. Queries go `batch` at a time in one
+search request, answered lean (ids and Milvus's float32 similarities, never vectors) and
+ordered here (`cbir.index.remote`), so results follow the VectorIndex order; `last_search`
+tells how the last search went (Milvus reports no server time). Strong consistency: a search
+right after an add or delete sees it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,16 @@ import numpy as np
 
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
-from cbir.index.remote import as_results, fetch_size, prepare, rescore
+from cbir.index.remote import (
+    Answer,
+    SearchTiming,
+    batches,
+    check_batch,
+    exact_scores,
+    near_ties,
+    prepare,
+    search_in_rounds,
+)
 
 DEFAULT_URI = "milvus.db"
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
@@ -34,7 +45,12 @@ MAX_LIMIT = 16_384  # Milvus's largest top-k
 MAX_ID_LENGTH = 512
 INSERT_CHUNK = 2_000
 QUERY_CHUNK = 1_000  # ids per `get`
-SEARCH_CHUNK = 256  # queries per search request (responses carry every candidate's vector)
+# queries per search request, measured (benchmarks/server_backends.py --batches); Milvus
+# refuses more than 16,384 (its nq limit)
+DEFAULT_BATCH = 1_024
+# Milvus's float32 scores of one vector differ with its place in a batched product: scores this
+# close (relative) are rescored exactly from the vectors of those candidates
+SCORE_ROUNDING = 1e-6
 
 
 # Milvus Lite has no timestamp service, so every query_iterator warns that it takes the
@@ -67,6 +83,7 @@ class MilvusIndex:
         M: int = 16,  # noqa: N803 (Milvus's name)
         ef_construction: int = 200,
         ef: int = 128,
+        batch: int = DEFAULT_BATCH,
         timeout: float = 30.0,
     ) -> None:
         import pymilvus  # optional dependency, imported when the backend is used
@@ -81,6 +98,8 @@ class MilvusIndex:
         self.uri = uri or os.environ.get("CBIR_MILVUS_URI") or DEFAULT_URI
         self.collection = collection
         self.index_type = index
+        self.batch = check_batch(batch)
+        self.last_search = SearchTiming()
         self._timeout = timeout
         self._errors = pymilvus
         build = {"IVF_FLAT": {"nlist": nlist}, "HNSW": {"M": M, "efConstruction": ef_construction}}
@@ -180,19 +199,8 @@ class MilvusIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         k = check_k(k)
         queries = prepare(queries, self.dim, self.metric, what="queries")
-        rows: list[tuple[list[str], list[float]] | None] = [None] * len(queries)
-        size = fetch_size(k)
-        if size > MAX_LIMIT:
-            raise CbirError(f"k={k} is too large: this backend returns at most {MAX_LIMIT:,} hits")
-        pending = list(range(len(queries)))
-        while pending:  # fetch again, twice as many, for queries whose boundary was unsure
-            for i, (ids, vectors) in zip(pending, self._fetch(queries[pending], size), strict=True):
-                # fewer hits than asked for: the server holds no more (no count request needed)
-                complete = len(ids) < size or size >= MAX_LIMIT
-                rows[i] = rescore(queries[i], ids, vectors, k, complete)
-            pending = [i for i in pending if rows[i] is None]
-            size = min(size * 2, MAX_LIMIT)
-        return as_results(rows)  # type: ignore[arg-type]
+        self.last_search = SearchTiming()
+        return search_in_rounds(queries, k, MAX_LIMIT, self._fetch, tolerance=SCORE_ROUNDING)
 
     def close(self) -> None:
         self._client.close()
@@ -236,26 +244,51 @@ class MilvusIndex:
             present.extend(row["id"] for row in rows)
         return present
 
-    def _fetch(self, queries: np.ndarray, size: int) -> list[tuple[list[str], np.ndarray]]:
-        results = []
-        for start in range(0, len(queries), SEARCH_CHUNK):
-            results += self._call(
-                self._client.search,
+    def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
+        for part in batches(len(queries), self.batch):
+            self.last_search.start()
+            try:
+                results = self._client.search(
+                    self.collection,
+                    data=list(queries[part]),
+                    limit=size,
+                    output_fields=[],  # ids and scores only
+                    search_params=self._params_for(size),
+                    timeout=self._timeout,
+                )
+            except self._errors.MilvusException as error:
+                raise CbirError(
+                    f"Milvus at {self.uri} refused a search of {part.stop - part.start} "
+                    f"queries ({error.message}): search in smaller batches, e.g. "
+                    f"--backend-option batch={min(self.batch, 16_384) // 4 or 1}"
+                ) from error
+            self.last_search.stop()
+            answers = [(list(hits.ids), list(hits.distances)) for hits in results]
+            tied = [near_ties(scores, SCORE_ROUNDING) for _, scores in answers]
+            vectors = self._vectors(
+                {ids[j] for (ids, _), js in zip(answers, tied, strict=True) for j in js}
+            )
+            for query, (ids, scores), js in zip(queries[part], answers, tied, strict=True):
+                found = [j for j in js if ids[j] in vectors]
+                exact = exact_scores(query, [vectors[ids[j]] for j in found])
+                for j, score in zip(found, exact, strict=True):
+                    scores[j] = score
+                yield ids, scores, False
+
+    def _vectors(self, ids: set[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of a few candidates (near-ties), by id; one request per 1,000."""
+        vectors: dict[str, np.ndarray] = {}
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), QUERY_CHUNK):
+            rows = self._call(
+                self._client.get,
                 self.collection,
-                data=queries[start : start + SEARCH_CHUNK].tolist(),
-                limit=size,
+                ids=wanted[start : start + QUERY_CHUNK],
                 output_fields=["vector"],
-                search_params=self._params_for(size),
                 timeout=self._timeout,
             )
-        fetched = []
-        for hits in results:
-            ids = [hit["id"] for hit in hits]
-            vectors = np.array([hit["entity"]["vector"] for hit in hits], dtype=np.float32).reshape(
-                len(hits), self.dim
-            )
-            fetched.append((ids, vectors))
-        return fetched
+            vectors.update((row["id"], np.asarray(row["vector"], np.float32)) for row in rows)
+        return vectors
 
     def _params_for(self, limit: int) -> dict[str, Any]:
         params = dict(self._search_params["params"])

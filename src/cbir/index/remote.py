@@ -1,23 +1,57 @@
-"""Shared by the server backends (Elasticsearch, Milvus): exact rescoring of candidates.
+"""Shared by the server backends (Elasticsearch, Milvus): ranking the server's answers, and
+timing its round trips.
 
-A server computes scores with its own float rounding (and, for Elasticsearch's script_score,
-an offset that costs precision) and breaks ties its own way. So the server only proposes
-candidates, with their stored vectors; their scores are recomputed here in float32 exactly as
-the embedded backend computes them, and ordered by `order_hits`. A fetch is known to hold the
-true top k when the k-th score beats the worst fetched candidate by more than the rounding
-between the two computations; otherwise the caller fetches again, more.
+A server answers each query with candidate ids and one similarity each, never their vectors
+(a 256-d vector weighs a hundred times more than its id and score, and parsing vectors was
+what made server searches slow and Milvus Lite runs grow to gigabytes). Candidates are ordered
+here by `order_hits` (score descending, then id descending), so ties break as in every
+backend. A server ranks with its own float rounding, so a fetch is known to hold the true top
+k only when the k-th score beats the worst fetched candidate by more than that rounding;
+otherwise the caller fetches again, more. A server whose scores may round identical vectors
+differently (Milvus's batched products) has its near-ties rescored exactly (`near_ties`,
+`exact_scores`) from the vectors of those few candidates only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from cbir.errors import CbirError
 from cbir.index.base import check_vectors, l2_normalise, order_hits
 
-TIE_TOLERANCE = 1e-4  # relative; server scores differ from ours by float rounding only
 MIN_OVERFETCH = 8
+
+
+@dataclass
+class SearchTiming:
+    """How the last `search` went: requests sent, their wall time as the client saw it, and
+    the time the server reports having spent (None when the server reports none)."""
+
+    round_trips: int = 0
+    round_trip_s: float = 0.0
+    server_s: float | None = None
+    _started: float = field(default=0.0, repr=False)
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def stop(self, server_s: float | None = None) -> None:
+        self.round_trips += 1
+        self.round_trip_s += time.perf_counter() - self._started
+        if server_s is not None:
+            self.server_s = (self.server_s or 0.0) + server_s
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        ms = None if self.server_s is None else round(1000 * self.server_s, 3)
+        return {
+            "round_trips": self.round_trips,
+            "round_trip_ms": round(1000 * self.round_trip_s, 3),
+            "server_ms": ms,
+        }
 
 
 def prepare(vectors: np.ndarray, dim: int, metric: str, what: str = "vectors") -> np.ndarray:
@@ -32,27 +66,86 @@ def fetch_size(k: int) -> int:
     return k + max(MIN_OVERFETCH, k // 4)
 
 
-def rescore(
-    query: np.ndarray,
-    ids: Sequence[str],
-    vectors: np.ndarray,
-    k: int,
-    complete: bool,
+def check_batch(batch: object) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        raise CbirError(f"batch (queries per request) must be a positive integer, got {batch!r}")
+    return int(batch)
+
+
+def batches(count: int, batch: int) -> Iterator[slice]:
+    for start in range(0, count, batch):
+        yield slice(start, min(start + batch, count))
+
+
+def top_k(
+    ids: Sequence[str], scores: Sequence[float], k: int, complete: bool, tolerance: float
 ) -> tuple[list[str], list[float]] | None:
-    """The exact top k of one prepared query among candidate (ids, prepared vectors), or None
-    when the candidates might miss a document tied with (or, by rounding, above) the k-th and
-    the server holds more than were fetched (`complete` False)."""
-    # float64 products summed row by row in the same order: identical vectors score the same
-    # bit for bit (a BLAS matrix-vector product may round rows differently)
-    scores = (vectors.astype(np.float64) * query).sum(axis=1).astype(np.float32)
-    hits = order_hits(ids, (scores + np.float32(0.0)).tolist())  # -0.0 ties with 0.0
-    if not complete and len(hits) > 0:
+    """The top k of one query's candidates in the VectorIndex order, or None when the server
+    holds more than were fetched (`complete` False) and the k-th score is within `tolerance`
+    (relative) of the worst fetched one: a document left out might tie with the k-th."""
+    hits = order_hits(ids, scores)
+    if not complete and hits:
         kth = hits[min(k, len(hits)) - 1][1]
-        worst = float(scores.min())
-        if len(hits) < k or kth - worst <= TIE_TOLERANCE * max(1.0, abs(kth)):
+        worst = hits[-1][1]
+        if len(hits) < k or kth - worst <= tolerance * max(1.0, abs(kth)):
             return None
     top = hits[:k]
     return [id_ for id_, _ in top], [score for _, score in top]
+
+
+# one query's answer: candidate ids, their similarities, and whether the server's order of
+# them is already exact (it then holds no tie the fetch could have cut)
+Answer = tuple[list[str], Sequence[float], bool]
+
+
+def search_in_rounds(
+    queries: np.ndarray,
+    k: int,
+    max_size: int,
+    fetch: Callable[[np.ndarray, int], Iterable[Answer]],
+    tolerance: float,
+) -> tuple[list[list[str]], np.ndarray]:
+    """Top k of each prepared query: `fetch(queries, size)` answers each with at most `size`
+    candidates; queries whose boundary was unsure are asked again, twice as many."""
+    if k > max_size:
+        raise CbirError(f"k={k} is too large: this backend returns at most {max_size:,} hits")
+    rows: list[tuple[list[str], list[float]] | None] = [None] * len(queries)
+    size = min(fetch_size(k), max_size)
+    pending = list(range(len(queries)))
+    while pending:
+        for i, (ids, scores, exact_order) in zip(
+            pending, fetch(queries[pending], size), strict=True
+        ):
+            # fewer hits than asked for: the server holds no more (no count request needed)
+            complete = exact_order or len(ids) < size or size >= max_size
+            rows[i] = top_k(ids, scores, k, complete, tolerance)
+        pending = [i for i in pending if rows[i] is None]
+        size = min(size * 2, max_size)
+    return as_results(rows)  # type: ignore[arg-type]
+
+
+def near_ties(scores: Sequence[float], tolerance: float) -> list[int]:
+    """Positions of the candidates whose score is within `tolerance` (relative) of another's:
+    the only ones a server's rounding may have misordered or split from an exact tie."""
+    values = np.asarray(scores, dtype=np.float64)
+    if len(values) < 2:
+        return []
+    order = np.argsort(-values, kind="stable")
+    ranked = values[order]
+    close = ranked[:-1] - ranked[1:] <= tolerance * np.maximum(1.0, np.abs(ranked[:-1]))
+    tied = np.zeros(len(values), dtype=bool)
+    tied[:-1] |= close
+    tied[1:] |= close
+    return sorted(order[tied].tolist())
+
+
+def exact_scores(query: np.ndarray, vectors: np.ndarray) -> list[float]:
+    """Similarities of prepared float32 vectors to a prepared query, as float32 values:
+    products summed in float64 row by row in the same order, so identical vectors score the
+    same bit for bit (a BLAS product may round rows differently)."""
+    rows = np.asarray(vectors, np.float64).reshape(-1, len(query))
+    scores = (rows * query).sum(axis=1).astype(np.float32)
+    return (scores + np.float32(0.0)).tolist()  # -0.0 ties with 0.0
 
 
 def as_results(rows: list[tuple[list[str], list[float]]]) -> tuple[list[list[str]], np.ndarray]:
