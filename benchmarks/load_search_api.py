@@ -1,178 +1,396 @@
-"""Load test of `cbir serve`'s /api/search: concurrent clients for a bounded time, on 127.0.0.1.
+"""Load test of `cbir serve` on 127.0.0.1: concurrent clients for a bounded time, three scenarios.
 
 Starts `cbir serve` on a collection as a child process (stopped by its PID at the end, even on
-error), then runs --clients threads, each with its own keep-alive connection, that send
-searches back to back for --duration seconds (at most 60): alternately a 32x32 PNG upload
-(POST /api/search, multipart `image`) and a "more like this" search by id
-(GET /api/search?id=...). Optionally, `--index-during FOLDER` runs `cbir index FOLDER` into the
-same collection while the load runs, so searches go on while a writer commits and the server
-refreshes. Prints and saves requests/s, p50/p90/p99 latency and every error.
+error), then runs client threads, each with its own keep-alive connection, for --duration
+seconds (at most 60), and prints and saves p50/p90/p99 latency per kind of request, the status
+codes seen and every error.
+
+  --scenario mix      (default) --clients threads alternate a 32x32 PNG upload (POST
+                      /api/search) and a "more like this" search by id (GET /api/search?id=).
+                      `--index-during SOURCE` runs `cbir index SOURCE` into the collection
+                      meanwhile.
+  --scenario writer   the issue-22 check: on a temporary copy of the collection, `cbir index
+                      SOURCE` (--index-during, e.g. cifar10:test with small commits) holds the
+                      writer lock; 4 clients keep sending POST /api/images (each refused 503
+                      with Retry-After while the lock is held, or added), and --clients (16)
+                      readers send uploads, searches by id and /api/health in turn. Targets:
+                      0 errors, search p99 < 150 ms, health p99 < 50 ms.
+  --scenario costly   six clients send maximum-size images back to back, ignoring Retry-After
+                      (three a flat 6300x6300 PNG, 39.7 megapixels in a few hundred KB; three
+                      a noisy PNG just under the upload limit), while 2 clients search with
+                      normal 32x32 images and one asks /api/health every 50 ms. Targets:
+                      health p99 < 100 ms, normal searches p99 < 250 ms, 0 errors (a costly
+                      image answered 503 with Retry-After is the server protecting itself,
+                      counted apart, not an error).
 
     .venv/bin/cbir index cifar10 -c runs/cifar10-gch --data /work/shared/data   # once
     .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-gch
+    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-gch \\
+        --scenario writer --index-during cifar10:test --data /work/shared/data --duration 30
+    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-gch \\
+        --scenario costly --duration 30
 
-Clients and server share the machine's cores: the figures are for both on 2 cores.
+Clients and server share the machine's cores: the figures are for both on 2 cores, and the load
+average (other work on the machine) is recorded beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
+import io
 import json
 import os
 import platform
+import shutil
+import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
+from PIL import Image
 
 from cbir.benchmarking.measure import save_result
-from cbir.collection import Collection
-from cbir.web.client import Client
+from cbir.collection import LOCK_FILE, Collection
+from cbir.web.client import Client, multipart
 from cbir.web.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "load_search_api.json"
+RESULTS = ROOT / "benchmarks" / "results"
 MAX_DURATION_S = 60.0
-REQUEST_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 60.0
+LOCK_WAIT_S = 60.0  # for the indexer to take the writer lock
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+PNG_HEADER_END = 33  # signature (8) + IHDR chunk (25): where another chunk may go
+MAX_PIXELS_SIDE = 6300  # 39.7 M pixels: just under cbir serve's 40 M limit
+UPLOAD_LIMIT = 16 * 2**20
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_latency import query_images  # noqa: E402  (the latency benchmark's query images)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request a client sends, and whether its answer is an error."""
+
+    kind: str  # what the figures are grouped by
+    method: str
+    path: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    fine: tuple[int, ...] = (200,)  # statuses that are no error (a 503 needs Retry-After)
 
 
 class Tally:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.latencies: list[float] = []
+        self.latencies: dict[str, list[float]] = collections.defaultdict(list)
+        self.statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         self.errors: list[str] = []
 
-    def record(self, seconds: float, error: str | None) -> None:
+    def record(self, kind: str, seconds: float, status: int | str, error: str | None) -> None:
         with self.lock:
+            self.statuses[kind][str(status)] += 1
             if error is None:
-                self.latencies.append(seconds)
+                self.latencies[kind].append(seconds)
             else:
-                self.errors.append(error)
+                self.errors.append(f"{kind}: {error}")
+
+    def figures(self) -> dict[str, dict]:
+        out = {}
+        for kind in sorted(self.statuses):
+            ms = np.array(self.latencies[kind]) * 1000.0
+            out[kind] = {
+                "answered": len(ms),
+                "statuses": dict(self.statuses[kind]),
+                "latency_ms": {f"p{q}": round(float(np.percentile(ms, q)), 1) for q in (50, 90, 99)}
+                if len(ms)
+                else {},
+            }
+        return out
 
 
 def client_loop(
-    url: str, uploads: list[bytes], ids: list[str], k: int, deadline: float, seed: int, tally: Tally
+    url: str, asks: Callable[[int], Ask], deadline: float, tally: Tally, pause_s: float = 0.0
 ) -> None:
-    rng = np.random.default_rng(seed)
     with Client(url, timeout=REQUEST_TIMEOUT_S) as client:
-        turn = seed
+        turn = 0
         while time.monotonic() < deadline:
+            ask = asks(turn)
             turn += 1
             started = time.perf_counter()
+            status: int | str = "failed"
             try:
-                if turn % 2:
-                    reply = client.search_upload(uploads[rng.integers(len(uploads))], k=k)
-                else:
-                    image_id = ids[rng.integers(len(ids))]
-                    reply = client.request("GET", f"/api/search?k={k}&id={_quote(image_id)}")
-                error = (
-                    None if reply.status == 200 else f"HTTP {reply.status}: {reply.body[:200]!r}"
-                )
-                if error is None and len(reply.json()["results"]) != k:
-                    error = f"{len(reply.json()['results'])} results, wanted {k}"
+                reply = client.request(ask.method, ask.path, ask.body, ask.headers)
+                status = reply.status
+                error = _judge(ask, reply.status, reply.headers, reply.body)
             except Exception as failure:  # every failure is counted and reported
                 error = f"{type(failure).__name__}: {failure}"
-            tally.record(time.perf_counter() - started, error)
+            tally.record(ask.kind, time.perf_counter() - started, status, error)
+            if pause_s:
+                time.sleep(pause_s)
 
 
-def _quote(text: str) -> str:
-    from urllib.parse import quote
+def _judge(ask: Ask, status: int, headers: dict[str, str], body: bytes) -> str | None:
+    if status == 503 and 503 in ask.fine and "Retry-After" not in headers:
+        return "503 without Retry-After"
+    if status not in ask.fine:
+        return f"HTTP {status}: {body[:160]!r}"
+    return None
 
-    return quote(text, safe="")
+
+def upload_ask(kind: str, data: bytes, k: int, fine: tuple[int, ...] = (200,)) -> Ask:
+    body, content_type = multipart({"k": str(k)}, {"image": ("query.png", data)})
+    return Ask(kind, "POST", "/api/search", body, {"Content-Type": content_type}, fine)
 
 
-def health_count(url: str) -> int:
-    with Client(url) as client:
-        return client.request("GET", "/api/health").json()["images"]
+def searches(uploads: list[bytes], ids: list[str], k: int, seed: int, health: bool):
+    """Uploads and searches by id in turn (and /api/health every third request)."""
+    rng = np.random.default_rng(seed)
+
+    def ask(turn: int) -> Ask:
+        if health and turn % 3 == 2:
+            return Ask("health", "GET", "/api/health")
+        if turn % 2:
+            return upload_ask("search", uploads[rng.integers(len(uploads))], k)
+        image_id = ids[rng.integers(len(ids))]
+        return Ask("search", "GET", f"/api/search?k={k}&id={quote(image_id, safe='')}")
+
+    return ask
+
+
+def writes(seed: int):
+    """New images to add, each refused (503) while another process writes, or added (201)."""
+    images = query_images(400, seed=1000 + seed)
+
+    def ask(turn: int) -> Ask:
+        body, content_type = multipart({"label": "load"}, {"image": ("w.png", images[turn])})
+        headers = {"Content-Type": content_type}
+        return Ask("write", "POST", "/api/images", body, headers, fine=(201, 503))
+
+    return ask
+
+
+def costly_images() -> dict[str, bytes]:
+    """The two kinds of maximum-size image: most pixels, most bytes."""
+    ramp = np.linspace(0, 255, MAX_PIXELS_SIDE, dtype=np.float32)
+    flat = np.stack([np.broadcast_to(ramp, (MAX_PIXELS_SIDE, MAX_PIXELS_SIDE))] * 3, axis=-1)
+    most_pixels = _png(flat.astype(np.uint8))
+    side = int(((UPLOAD_LIMIT - 64 * 1024) / 3) ** 0.5)  # noise does not compress: ~3 B/pixel
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    most_bytes = _png(noise)
+    while len(most_bytes) > UPLOAD_LIMIT - 64 * 1024:
+        side -= 16
+        most_bytes = _png(noise[:side, :side])
+    return {"most_pixels": most_pixels, "most_bytes": most_bytes}
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def wait_for_writer(collection: Path, process: subprocess.Popen) -> float:
+    """Seconds until the indexer holds the writer lock (its pid is in the lock file)."""
+    started = time.monotonic()
+    while time.monotonic() - started < LOCK_WAIT_S:
+        if process.poll() is not None:
+            raise SystemExit(f"cbir index ended early: {process.communicate()[0][-2000:]}")
+        holder = (collection / LOCK_FILE).read_text(errors="replace").split(" ", 1)[0]
+        if holder == str(process.pid):
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise SystemExit("cbir index never took the writer lock")
+
+
+def run_clients(loops: list[tuple[Callable[[int], Ask], float]], url: str, duration: float):
+    tally = Tally()
+    deadline = time.monotonic() + duration
+    threads = [
+        threading.Thread(target=client_loop, args=(url, asks, deadline, tally, pause))
+        for asks, pause in loops
+    ]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=duration + REQUEST_TIMEOUT_S + 5)
+    return tally, time.monotonic() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collection", type=Path, required=True)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--scenario", choices=("mix", "writer", "costly"), default="mix")
+    parser.add_argument("--clients", type=int, default=16, help="searching clients")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds, at most 60")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
-    parser.add_argument("--threads", type=int, default=4, help="server request threads")
+    parser.add_argument("--out", type=Path, help=f"JSON file (default {RESULTS}/...)")
+    parser.add_argument("--threads", type=int, default=6, help="server request threads")
     parser.add_argument(
-        "--index-during", type=Path, metavar="FOLDER",
-        help="run `cbir index FOLDER` into the collection during the load",
+        "--index-during", metavar="SOURCE",
+        help="run `cbir index SOURCE` into the collection during the load (a folder, or "
+        "cifar10:test); the writer scenario needs it",
+    )  # fmt: skip
+    parser.add_argument("--data", help="CIFAR-10's folder, passed to cbir index")
+    parser.add_argument("--batch-size", type=int, default=16, help="cbir index's commit size")
+    parser.add_argument(
+        "--costly-clients", type=int, default=6,
+        help="costly scenario: clients sending maximum-size images (0: the same run without "
+        "them, for a baseline on the same machine)",
     )  # fmt: skip
     args = parser.parse_args()
     duration = min(max(args.duration, 1.0), MAX_DURATION_S)
+    if args.scenario == "writer" and not args.index_during:
+        parser.error("--scenario writer needs --index-during SOURCE (e.g. cifar10:test)")
+    out = args.out or RESULTS / (
+        "load_search_api.json" if args.scenario == "mix" else f"load_{args.scenario}.json"
+    )
 
     with Collection.open(args.collection, read_only=True) as collection:
         ids = sorted(collection.known_ids())[:: max(1, len(collection) // 2000)]
     uploads = query_images(200)
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARIABLES}
-    tally = Tally()
-    indexer = None
-    with ServerProcess(
-        args.collection, env=env, extra_args=("--threads", str(args.threads))
-    ) as server:
-        count_before = health_count(server.url)
-        deadline = time.monotonic() + duration
-        if args.index_during:
-            indexer = subprocess.Popen(
-                [sys.executable, "-m", "cbir.cli", "-q", "index", str(args.index_during),
-                 "-c", str(args.collection)],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-            )  # fmt: skip
-        threads = [
-            threading.Thread(
-                target=client_loop,
-                args=(server.url, uploads, ids, args.k, deadline, seed, tally),
-            )
-            for seed in range(args.clients)
-        ]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=duration + REQUEST_TIMEOUT_S + 5)
-        elapsed = time.monotonic() - started
-        indexer_output = None
-        if indexer is not None:
-            try:
-                indexer_output = indexer.communicate(timeout=120)[0].strip()
-            except subprocess.TimeoutExpired:
-                indexer.kill()
-                indexer_output = "indexer still running after 120 s: killed"
-        count_after = health_count(server.url)
-        server_alive = server.alive()
-    latencies = np.array(tally.latencies) * 1000.0
+    scratch = None
+    served = args.collection
+    if args.scenario == "writer":  # the indexer and the writes change it: work on a copy
+        scratch = Path(tempfile.mkdtemp(prefix="cbir-load-"))
+        served = Path(shutil.copytree(args.collection, scratch / "collection"))
+    extra = ("--threads", str(args.threads)) + (
+        ("--allow-writes",) if args.scenario == "writer" else ()
+    )
+    load_before = os.getloadavg()
+    indexer = indexer_output = None
+    lock_taken_s = None
+    try:
+        with ServerProcess(served, env=env, extra_args=extra) as server:
+            count_before = health_count(server.url)
+            if args.index_during:
+                command = [
+                    sys.executable, "-m", "cbir.cli", "-q", "index", args.index_during,
+                    "-c", str(served), "--batch-size", str(args.batch_size),
+                    *(("--data", args.data) if args.data else ()),
+                ]  # fmt: skip
+                indexer = subprocess.Popen(
+                    command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+                )
+                lock_taken_s = wait_for_writer(served, indexer)
+            loops = client_loops(args, uploads, ids)
+            tally, elapsed = run_clients(loops, server.url, duration)
+            indexer_running_at_end = indexer is not None and indexer.poll() is None
+            if indexer is not None:
+                try:
+                    indexer_output = indexer.communicate(timeout=180)[0].strip()[-500:]
+                except subprocess.TimeoutExpired:
+                    indexer.kill()
+                    indexer_output = "indexer still running after 180 s: killed"
+            count_after = health_count(server.url)
+            server_cpu_s = process_cpu_seconds(server.pid)
+            server_alive = server.alive()
+            server_log = [line for line in server.output if "refused" in line][:3]
+    finally:
+        if indexer is not None and indexer.poll() is None:
+            indexer.kill()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     figures = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "scenario": args.scenario,
         "collection": str(args.collection),
         "images_before_after": [count_before, count_after],
-        "clients": args.clients,
+        "clients": describe_clients(args),
         "server_threads": args.threads,
         "duration_s": round(elapsed, 1),
-        "requests": len(latencies),
+        "by_kind": tally.figures(),
         "errors": len(tally.errors),
         "error_examples": tally.errors[:10],
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "latency_ms": {f"p{q}": round(float(np.percentile(latencies, q)), 1) for q in (50, 90, 99)}
-        if len(latencies)
-        else {},
-        "mix": f"alternating upload (POST multipart) and by-id (GET) searches, k={args.k}",
-        "index_during": indexer_output,
+        "index_during": args.index_during,
+        "indexer_took_lock_after_s": None if lock_taken_s is None else round(lock_taken_s, 2),
+        "indexer_still_writing_at_end": indexer_running_at_end if indexer else None,
+        "indexer_output": indexer_output,
+        "server_log_examples": server_log,
         "server_alive_at_end": server_alive,
+        # Where the 2 cores went: the server, and these clients (the same machine).
+        "cpu_s": {"server": server_cpu_s, "clients": round(sum(os.times()[:2]), 1)},
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
-        "load_average": round(os.getloadavg()[0], 2),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(figures, indent=2))
-    save_result(args.out, figures)
+    save_result(out, figures)
     if tally.errors:
         sys.exit(1)
+
+
+def client_loops(args, uploads: list[bytes], ids: list[str]) -> list:
+    """(request maker, pause between requests) for each client thread of the scenario."""
+    with_health = args.scenario == "writer"
+    readers = 2 if args.scenario == "costly" else args.clients
+    loops = [(searches(uploads, ids, args.k, s, with_health), 0.0) for s in range(readers)]
+    if args.scenario == "mix":
+        return loops
+    if args.scenario == "writer":
+        return loops + [(writes(seed), 0.25) for seed in range(4)]
+    kinds = list(costly_images().items()) if args.costly_clients else []
+    heavy = [
+        (costly_upload(f"costly_{name}", data, args.k), 0.0)
+        for i in range(args.costly_clients)
+        for name, data in [kinds[i % len(kinds)]]
+    ]
+    health = [(lambda turn: Ask("health", "GET", "/api/health"), 0.05)]
+    return heavy + loops + health
+
+
+def costly_upload(kind: str, data: bytes, k: int) -> Callable[[int], Ask]:
+    """The same pixels, new bytes each time (a comment chunk with a nonce), as an attacker
+    would send them: the server's memory of described images cannot spare the decoding."""
+
+    def ask(turn: int) -> Ask:
+        note = b"nonce\x00" + os.urandom(8).hex().encode()
+        chunk = struct.pack(">I", len(note)) + b"tEXt" + note
+        chunk += struct.pack(">I", zlib.crc32(b"tEXt" + note) & 0xFFFFFFFF)
+        unique = data[:PNG_HEADER_END] + chunk + data[PNG_HEADER_END:]
+        return upload_ask(kind, unique, k, fine=(200, 503))  # 503: the server protecting itself
+
+    return ask
+
+
+def describe_clients(args) -> str:
+    if args.scenario == "mix":
+        return f"{args.clients} alternating upload and by-id searches, k={args.k}"
+    if args.scenario == "writer":
+        return (
+            f"{args.clients} readers (upload search, by-id search, /api/health in turn) and 4 "
+            "writers (POST /api/images, 0.25 s apart) while cbir index holds the writer lock"
+        )
+    return (
+        f"{args.costly_clients} costly clients back to back (alternately a 6300x6300 PNG and "
+        "a noisy PNG under 16 MiB), 2 normal search clients, 1 /api/health every 50 ms"
+    )
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds a running process has used (Linux /proc), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
+def health_count(url: str) -> int:
+    with Client(url) as client:
+        return client.request("GET", "/api/health").json()["images"]
 
 
 if __name__ == "__main__":

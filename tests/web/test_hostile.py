@@ -261,15 +261,17 @@ def big_png(side: int) -> bytes:
     return png(np.full((side, side, 3), 128, dtype=np.uint8))
 
 
-def test_costly_images_share_a_budget_and_are_described_once(tmp_path, collection_template):
-    """A server with a pixel budget that refills slowly: the first large image is accepted,
-    the next is a 503 with Retry-After, and "more like this" on the first needs no decoding
-    (its vector is remembered), nor do normal images."""
+def test_costly_uploads_share_budgets_and_images_are_described_once(tmp_path, collection_template):
+    """A server whose budgets refill slowly: the first large image is accepted, the next is a
+    503 with Retry-After, and "more like this" on the first needs no decoding (its vector is
+    remembered), nor do normal images; large bodies past their budget are refused unread."""
     folder = Path(shutil.copytree(collection_template, tmp_path / "collection"))
     env = {
         **os.environ,
         "CBIR_MAX_IMAGE_PIXELS": "5000000",
         "CBIR_DECODE_PIXELS_PER_S": "100000",
+        "CBIR_MAX_UPLOAD_BYTES": str(3 * 2**20),
+        "CBIR_BODY_BYTES_PER_S": "1000",  # after a burst of twice the upload limit
     }
     server = ServerProcess(folder, env=env, extra_args=("--allow-writes",))
     with server, Client(server.url) as http:
@@ -282,4 +284,7 @@ def test_costly_images_share_a_budget_and_are_described_once(tmp_path, collectio
         again = http.request("GET", f"/api/search?id={added.json()['id']}&k=3")
         assert again.status == 200, again.body[:200]
         assert http.search_upload(query_png(seed=33), k=3).status == 200
+        large = [http.search_upload(GARBAGE * 640) for _ in range(3)]  # 2.5 MiB each
+        assert [reply.status for reply in large] == [415, 415, 503]
+        assert "busy receiving other large uploads" in large[2].json()["error"]
         assert http.request("GET", "/api/health").status == 200

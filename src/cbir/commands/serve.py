@@ -14,6 +14,9 @@ from cbir.errors import CbirError
 # before reading it, and holds every body it accepts in memory: uploads never touch the disk.
 # The price: at most `connection_limit` (100) bodies of that size in memory at once.
 BODY_SLACK = 64 * 1024
+# waitress reads sockets in its one I/O thread; its default 8 KB reads make a 16 MB upload two
+# thousand trips through Python that every request waits behind (the GIL).
+RECV_BYTES = 256 * 1024
 # Requests already run in parallel threads, and for one query vector a second BLAS thread costs
 # more in hand-off than it saves: on 2 busy cores, 50,000 x 256, one thread halved p50 and p99
 # (benchmarks/search_latency.py).
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             app, host=args.host, port=args.port, threads=args.threads, ident="cbir",
             max_request_body_size=config.max_upload_bytes + BODY_SLACK,
             inbuf_overflow=config.max_upload_bytes + BODY_SLACK + 1,
+            recv_bytes=RECV_BYTES,
         )  # fmt: skip
     except OSError as error:
         service.close()

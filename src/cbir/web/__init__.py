@@ -3,6 +3,8 @@ served by `cbir serve` under waitress.
 
     app.py       create_app, WebConfig, security headers
     service.py   the open collection shared by every request: search, add, delete, images
+    guard.py     the Host allow-list (no DNS rebinding) and permission to write
+    admission.py budgets for large bodies and costly decodes (503 + Retry-After past them)
     inputs.py    reading and validating request fields (k, id, uploads, labels, names)
     media.py     content sniffing and query previews
     errors.py    JSON errors for /api/* and /images/*, friendly pages elsewhere

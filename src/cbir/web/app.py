@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask.wrappers import Request
 from werkzeug.exceptions import BadRequest
 from werkzeug.formparser import FormDataParser
@@ -17,7 +17,7 @@ from cbir.errors import CbirError
 from cbir.features import extractor_class
 from cbir.images import DecodeLimits
 from cbir.web import api, errors, pages
-from cbir.web.decoding import DecodePolicy
+from cbir.web.admission import AdmissionPolicy
 from cbir.web.guard import (
     ALLOWED_HOSTS_ENV,
     CONFIG_KEY,
@@ -49,7 +49,7 @@ class WebConfig:
     allowed_hosts: tuple[str, ...] = ()  # more names it answers to (see cbir.web.guard)
     allow_writes: bool = False
     write_token: str | None = None
-    decode: DecodePolicy = field(default_factory=DecodePolicy)
+    admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
 
     @classmethod
     def from_env(
@@ -60,11 +60,11 @@ class WebConfig:
         allowed_hosts: tuple[str, ...] = (),
         allow_writes: bool = False,
     ) -> WebConfig:
-        """Limits from CBIR_MAX_UPLOAD_BYTES and CBIR_MAX_IMAGE_PIXELS, the heavy decode
-        budget from CBIR_DECODE_PIXELS_PER_S, more host names from CBIR_ALLOWED_HOSTS (comma
-        separated) and the write token from CBIR_WRITE_TOKEN, when set."""
+        """Limits from CBIR_MAX_UPLOAD_BYTES and CBIR_MAX_IMAGE_PIXELS, budgets from
+        CBIR_DECODE_PIXELS_PER_S and CBIR_BODY_BYTES_PER_S, more host names from
+        CBIR_ALLOWED_HOSTS (comma separated) and the write token from CBIR_WRITE_TOKEN."""
         extra_hosts = tuple(os.environ.get(ALLOWED_HOSTS_ENV, "").split(","))
-        default_rate = DecodePolicy.pixels_per_s
+        policy = AdmissionPolicy()
         return cls(
             collection=Path(collection),
             backend_options=dict(backend_options or {}),
@@ -74,8 +74,9 @@ class WebConfig:
             allowed_hosts=allowed_hosts + extra_hosts,
             allow_writes=allow_writes,
             write_token=os.environ.get(WRITE_TOKEN_ENV) or None,
-            decode=DecodePolicy(
-                pixels_per_s=_positive_env("CBIR_DECODE_PIXELS_PER_S", default_rate)
+            admission=AdmissionPolicy(
+                pixels_per_s=_positive_env("CBIR_DECODE_PIXELS_PER_S", policy.pixels_per_s),
+                body_bytes_per_s=_positive_env("CBIR_BODY_BYTES_PER_S", policy.body_bytes_per_s),
             ),
         )
 
@@ -127,8 +128,12 @@ def create_app(config: WebConfig) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=config.max_upload_bytes, **{CONFIG_KEY: writes})
     app.before_request(host_check(allowed_hosts(config.host, config.allowed_hosts)))
     limits = DecodeLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_upload_bytes)
-    service = SearchService.open(config.collection, limits, config.backend_options, config.decode)
+    service = SearchService.open(
+        config.collection, limits, config.backend_options, config.admission
+    )
     app.extensions[EXTENSION_KEY] = service
+    # Large bodies are admitted against their budget before they are parsed or hashed.
+    app.before_request(lambda: service.admission.admit_body(request.content_length))
     extractor_name = service.collection.manifest["extractor"]["name"]
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)

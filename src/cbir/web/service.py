@@ -4,7 +4,7 @@ The collection (extractor state and index) is loaded once, when the app is creat
 thread-safe on its own. Before each read the service calls `Collection.refresh()` (one tiny
 query), so images that another process indexed show up without a restart. Decoding and
 describing an upload need no collection at all and run fully in parallel, admitted by the
-decode gate (costly images take turns, see `cbir.web.decoding`); query vectors are remembered
+admission budgets (costly images take turns, see `cbir.web.admission`); query vectors are remembered
 by the image's sha256, so "more like this" on a large image decodes it once, not every time.
 
 Writes never wait: the collection is opened with a lock timeout of 0, so while another
@@ -29,7 +29,7 @@ from werkzeug.exceptions import Conflict, NotFound, UnsupportedMediaType
 from cbir.collection import Collection, Hit, ImageRecord
 from cbir.image_store import sha256_bytes
 from cbir.images import ALLOWED_FORMATS, DecodeLimits, decode_image
-from cbir.web.decoding import DecodeGate, DecodePolicy, decode_cost
+from cbir.web.admission import Admission, AdmissionPolicy, decode_cost
 from cbir.web.inputs import QueryRequest, Upload, safe_name
 from cbir.web.media import PREVIEW_SIDE, preview_data_uri, sniff_mimetype
 
@@ -117,12 +117,13 @@ class RememberedVectors:
 
 class SearchService:
     def __init__(
-        self, collection: Collection, limits: DecodeLimits, policy: DecodePolicy | None = None
+        self, collection: Collection, limits: DecodeLimits, policy: AdmissionPolicy | None = None
     ) -> None:
         self.collection = collection
         self.limits = limits
-        self.gate = DecodeGate(policy or DecodePolicy(), limits.max_pixels)
+        self.admission = Admission(policy or AdmissionPolicy(), limits.max_pixels, limits.max_bytes)
         self.vectors = RememberedVectors()
+        self._count: tuple[int, int] | None = None  # (generation, images)
 
     @classmethod
     def open(
@@ -130,7 +131,7 @@ class SearchService:
         folder: Path,
         limits: DecodeLimits,
         backend_options: dict[str, Any] | None = None,
-        policy: DecodePolicy | None = None,
+        policy: AdmissionPolicy | None = None,
     ) -> SearchService:
         collection = Collection.open(folder, lock_timeout=0, backend_options=backend_options)
         # Build the index and its lazily derived state (tie-break ranks, duplicate map) now:
@@ -139,6 +140,7 @@ class SearchService:
         return cls(collection, limits, policy)
 
     def close(self) -> None:
+        self.admission.close()
         self.collection.close()
 
     def _fresh(self) -> Collection:
@@ -193,7 +195,7 @@ class SearchService:
     ) -> tuple[np.ndarray, str | None]:
         """(1, dim) vector of image bytes (and its preview when asked); 415 when they are no
         image, 422 when they do not decode safely (the ImageDecodeError handler), 503 when
-        costly images already fill the decode lane."""
+        costly images have spent their budget."""
         if sniff_mimetype(data) is None:
             raise UnsupportedMediaType(
                 f"the upload is not an image in a format we accept ({_ACCEPTED})"
@@ -203,15 +205,18 @@ class SearchService:
         cost = (0 if vector is not None else decode_cost(data, extractor.input_size)) + (
             decode_cost(data, (PREVIEW_SIDE, PREVIEW_SIDE)) if preview else 0
         )
-        with self.gate.admit(cost):
-            if vector is None:
+
+        def work() -> tuple[np.ndarray, str | None]:
+            described = vector
+            if described is None:
                 image = decode_image(
                     data, size=extractor.input_size, name="the upload", limits=self.limits
                 )
-                vector = extractor.transform_query(image[None])
-                self.vectors.put(digest, vector)
-            shown = preview_data_uri(data) if preview else None
-        return vector, shown
+                described = extractor.transform_query(image[None])
+                self.vectors.put(digest, described)
+            return described, preview_data_uri(data) if preview else None
+
+        return self.admission.run(cost, work)
 
     # --- reading -----------------------------------------------------------------------------
     def image(self, image_id: str) -> StoredImage:
@@ -234,7 +239,16 @@ class SearchService:
         return stats
 
     def count(self) -> int:
-        return len(self._fresh())
+        """Images in the collection, counted again only when its generation moved (health
+        checks and every page's footer ask for it)."""
+        collection = self._fresh()
+        generation = collection.generation
+        known = self._count
+        if known is not None and known[0] == generation:
+            return known[1]
+        count = len(collection)
+        self._count = (generation, count)
+        return count
 
     def examples(self, n: int) -> list[tuple[str, str | None]]:
         return self.collection.sample(n)
