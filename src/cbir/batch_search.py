@@ -39,12 +39,11 @@ class _CollectionRanking:
         return len(self._collection.index)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
-        hits = self._collection.search_vectors(vectors, k)
-        width = max((len(row) for row in hits), default=0)
-        scores = np.zeros((len(hits), width), dtype=np.float32)
-        for row, found in enumerate(hits):
-            scores[row, : len(found)] = [hit.score for hit in found]
-        return [[hit.id for hit in found] for found in hits], scores
+        ids, rows = self._collection.rank_vectors(vectors, k)
+        scores = np.zeros((len(rows), max(map(len, rows), default=0)), dtype=np.float32)
+        for row, found in enumerate(rows):
+            scores[row, : len(found)] = found
+        return ids, scores
 
 
 def rank(

@@ -55,11 +55,12 @@ from cbir.database import (
     insert_rows,
     read_state,
     read_vectors,
+    read_vectors_of,
 )
 from cbir.errors import CbirError, CollectionError, DimensionMismatchError
 from cbir.features import Extractor, load_extractor
 from cbir.image_store import ImageStore, get_blob, put_blobs
-from cbir.index import DEFAULT_BACKEND, VectorIndex, backend_class, keeps_own_data
+from cbir.index import DEFAULT_BACKEND, VectorIndex, create_index, keeps_own_data
 from cbir.index.base import check_vectors
 from cbir.index.settings import settings_at_open, settings_for_new_collection
 from cbir.locking import CollectionBusyError, WriterLock, default_timeout
@@ -159,10 +160,9 @@ class Collection:
         built (never secrets: they are stored in the manifest). A server backend is reached
         now, so an unreachable one fails before the collection exists."""
         folder = Path(folder)
-        backend_type = backend_class(backend)
         settings = settings_for_new_collection(backend, backend_settings or {})
         if not keeps_own_data(backend):
-            backend_type(dim=extractor.dim, metric=metric, **settings).close()
+            create_index(backend, dim=extractor.dim, metric=metric, **settings).close()
             # (an unknown backend or bad settings fail before anything is written)
         _refuse_existing(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ class Collection:
             if keeps_own_data(backend):  # creates its index on the server
                 given = backend_settings or {}  # given now: they beat the environment
                 constructor_settings, _ = settings_at_open(backend, settings, folder, given)
-                backend_type(dim=extractor.dim, metric=metric, **constructor_settings).close()
+                create_index(backend, extractor.dim, metric, **constructor_settings).close()
             extractor.save(folder / EXTRACTOR_DIR)
             fitted = extractor.fit_record_.describe() if extractor.fit_record_ else None
             db = Database(folder / METADATA)
@@ -405,9 +405,7 @@ class Collection:
         settings, location = settings_at_open(
             backend["name"], backend.get("settings", {}), self.folder, self._backend_options
         )
-        index = backend_class(backend["name"])(
-            dim=self.dim, metric=self.manifest["metric"], **settings
-        )
+        index = create_index(backend["name"], self.dim, self.manifest["metric"], **settings)
         return index, location
 
     def _sync_backend(self, removed: Sequence[str] | None = None) -> SyncReport:
@@ -541,6 +539,18 @@ class Collection:
             return Path(record.path).read_bytes()
         return None
 
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of `ids`, in that order, exactly as they were indexed; a
+        CollectionError names an id that has none."""
+        found: dict[str, np.ndarray] = {}
+        with self._reading() as conn:
+            for part_ids, vectors in read_vectors_of(conn, ids, self.dim):
+                found.update(zip(part_ids, vectors, strict=True))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise CollectionError(f"no vector for {len(missing)} id(s), e.g. {missing[0]!r}")
+        return np.stack([found[i] for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
+
     def labels(self) -> dict[str, str | None]:
         """id -> label of every image (None when unlabelled)."""
         with self._reading() as conn:
@@ -554,14 +564,32 @@ class Collection:
         """The k nearest images to each query vector, from the loaded snapshot (call `refresh`
         first to include the latest changes). An image deleted since the snapshot is left
         out, so a row may hold fewer than k hits until the next refresh."""
-        with self._mutex:
-            queries = self._check_vectors(vectors, "queries")
-            ids, scores = self.index.search(queries, k)
-            meta = self._metadata_for({i for row in ids for i in row})
+        ids, scores, meta = self._search(vectors, k)
         return [
             [Hit(i, float(s), *meta[i]) for i, s in zip(row, srow, strict=False) if i in meta]
             for row, srow in zip(ids, scores, strict=True)
         ]
+
+    def rank_vectors(
+        self, vectors: np.ndarray, k: int = 10
+    ) -> tuple[list[list[str]], list[np.ndarray]]:
+        """`search_vectors` as ids and float32 scores only, for many queries at once (a
+        TREC run): the same search, without a Hit object per result."""
+        ids, scores, meta = self._search(vectors, k)
+        if all(i in meta for row in ids for i in row):
+            return ids, list(scores)
+        kept = [[c for c, i in enumerate(row) if i in meta] for row in ids]
+        return [[row[c] for c in keep] for row, keep in zip(ids, kept, strict=True)], [
+            srow[keep] for srow, keep in zip(scores, kept, strict=True)
+        ]
+
+    def _search(self, vectors: np.ndarray, k: int):
+        """Top-k ids and scores from the index, and the metadata of the ids still present."""
+        with self._mutex:
+            queries = self._check_vectors(vectors, "queries")
+            ids, scores = self.index.search(queries, k)
+            meta = self._metadata_for({i for row in ids for i in row})
+        return ids, scores, meta
 
     def search_images(self, images: np.ndarray, k: int = 10) -> list[list[Hit]]:
         return self.search_vectors(self.extractor.transform_query(images), k)

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,7 @@ class IndexReport:
     skipped_known: int = 0  # unchanged, or the same content as an image already indexed
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     total_files: int = 0
+    describe_seconds: float = 0.0  # of the run's time, spent describing images
 
 
 @dataclass
@@ -282,7 +284,9 @@ def _commit_all(
         for batch in prefetched(batches, PREFETCH):
             if batch.records:
                 labels = [record.label for record in batch.records]
+                started = time.perf_counter()
                 vectors = describe_index(collection.extractor, batch.images, labels, describer)
+                report.describe_seconds += time.perf_counter() - started
                 collection.add(batch.records, vectors, blobs=batch.blobs, replace=batch.updates > 0)
             report.added += len(batch.records) - batch.updates
             report.updated += batch.updates

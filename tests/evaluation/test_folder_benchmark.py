@@ -127,7 +127,7 @@ def test_extractor_from_a_collection(image_folder, tmp_path, capsys):
     Collection.create(collection, get_extractor("gch", bins=16)).close()
     out = tmp_path / "run"
     code = main([
-        "-q", "benchmark", "folder", str(image_folder), "--collection", str(collection),
+        "-q", "benchmark", "folder", str(image_folder), "--extractor-from", str(collection),
         "--out", str(out), "--examples", "0", "--near-duplicate-threshold", "2",
     ])  # fmt: skip
     assert code == 0
@@ -138,7 +138,7 @@ def test_extractor_from_a_collection(image_folder, tmp_path, capsys):
     assert "leave-one-out" in capsys.readouterr().out
 
     code = main([
-        "benchmark", "folder", str(image_folder), "-c", str(collection), "-e", "hog",
+        "benchmark", "folder", str(image_folder), "--extractor-from", str(collection), "-e", "hog",
         "--out", str(out),
     ])  # fmt: skip
     assert code == 2
@@ -187,7 +187,11 @@ def test_an_extractor_that_needs_fitting_is_fitted_on_the_folder(tmp_path):
     extractor = CentredPixels()
     metrics = leave_one_out_run(images, extractor, tmp_path)
     assert extractor.fitted_on_ == 12
-    assert "fitted on the benchmark folder itself (12 images" in metrics["extractor_fit"]
+    # it learns without labels, so fitting on every image (queries included) leaks no label
+    assert metrics["extractor_fit"] == (
+        "fitted (no labels) on the benchmark, queries included (12 images) (no label used)"
+    )
+    assert metrics["supervised"] is False
     assert metrics["n_queries_evaluated"] == 12
 
 

@@ -49,12 +49,16 @@ def run(args: argparse.Namespace) -> int:
     from cbir.collection import Collection
     from cbir.features import DEFAULT_EXTRACTOR, get_extractor
     from cbir.fitting import fit_extractor, load_fit_images
+    from cbir.index import check_settings
     from cbir.pipeline import index_dataset, index_folder
 
     if args.batch_size < 1:
         raise CbirError("--batch-size must be at least 1")
     # Everything a user can get wrong is checked before the collection folder is touched.
-    requested = get_extractor(args.extractor or DEFAULT_EXTRACTOR, **dict(args.param))
+    exists = (Path(args.collection) / "manifest.json").exists()
+    # without --extractor, an existing collection goes on with its own
+    name = args.extractor or (None if exists else DEFAULT_EXTRACTOR)
+    requested = get_extractor(name, **dict(args.param)) if name else None
     is_cifar = args.folder.split(":")[0] == "cifar10"
     if is_cifar:
         source = cifar10_split(args.folder, args.data)
@@ -62,18 +66,21 @@ def run(args: argparse.Namespace) -> int:
         raise DataNotFoundError(f"{args.folder} is not a folder of images")
 
     describer = describer_from_args(args)  # a missing Ray fails before the collection is touched
+    if not exists:  # checked before any fitting
+        check_settings(args.backend, dict(args.backend_option))
 
     def new_extractor():
         """The extractor of a new collection: fitted first when it learns."""
-        if not requested.needs_fit:
-            return requested
+        extractor = requested or get_extractor(DEFAULT_EXTRACTOR, **dict(args.param))
+        if not extractor.needs_fit:
+            return extractor
         if args.fit_on:
-            data, fitted_on = load_fit_images(args.fit_on, requested, args.data)
+            data, fitted_on = load_fit_images(args.fit_on, extractor, args.data)
         elif is_cifar:
             data, fitted_on = source, args.folder
         else:
-            data, fitted_on = load_fit_images(args.folder, requested)
-        return fit_extractor(requested, data, fitted_on)
+            data, fitted_on = load_fit_images(args.folder, extractor)
+        return fit_extractor(extractor, data, fitted_on)
 
     with Collection.open_or_create(
         args.collection, new_extractor, backend=args.backend, lock_timeout=args.wait,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cbir.batch_search import trec_id, write_trec_run
+from cbir.batch_search import trec_id
 from cbir.collection import load_collection_extractor, read_manifest
 from cbir.datasets import MIRROR_FOLDER, MIRROR_TARBALL, Dataset, load_cifar10, load_folder
 from cbir.errors import CbirError
@@ -32,6 +32,7 @@ from cbir.evaluation.cross_fit import DEFAULT_FOLDS, plan_fitting
 from cbir.evaluation.examples import save_examples
 from cbir.evaluation.metrics import IPREC_RECALL_LEVELS, mean_metrics, per_query_metrics
 from cbir.evaluation.near_duplicates import DEFAULT_THRESHOLD, NearDuplicates, find_near_duplicates
+from cbir.evaluation.trec import write_run
 from cbir.features import DEFAULT_EXTRACTOR, Extractor, get_extractor
 from cbir.fitting import fit_extractor, load_fit_images
 from cbir.pipeline import DEFAULT_SIZE
@@ -156,7 +157,8 @@ def run_benchmark(
                 threshold=near_duplicate_threshold, query_ids=exclude,
             )  # fmt: skip
     with timer.section("write_s"):
-        write_trec_run(out_dir / "run.txt", queries.ids, ranked_ids, scores, tag=extractor.run_tag)
+        # ids are TREC-safe already (see `_subset`), and ranked in trec_eval's order
+        write_run(out_dir / "run.txt", queries.ids, ranked_ids, scores, tag=extractor.run_tag)
         _write_per_query(out_dir / "per_query.tsv", queries, n_relevant, per_query, near)
         if near is not None:
             _write_near_duplicates(out_dir / "near_duplicates.tsv", queries, index_set, near)

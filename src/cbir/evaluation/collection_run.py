@@ -66,8 +66,13 @@ def search_parts(
         for number, part in enumerate(parts):
             folder = root if len(parts) == 1 else root / f"fold-{number + 1}"
             with Collection.create(folder, part.extractor) as collection:
-                with timer.section("index_s"):  # describing included
-                    index_dataset(index_set, collection, store_images=collection_dir is not None)
+                with timer.section("index_s"):  # describing included, and timed apart
+                    report = index_dataset(
+                        index_set, collection, store_images=collection_dir is not None
+                    )
+                timer.timings["extract_s"] = (
+                    timer.timings.get("extract_s", 0.0) + report.describe_seconds
+                )
                 asked = queries.take(part.rows)
                 exclude = asked.ids if leave_one_out else None
                 with timer.section("extract_queries_s"):
@@ -102,9 +107,7 @@ def query_vectors(collection: Collection, queries: Dataset, leave_one_out: bool)
     label in the index vector) the stored one serves, as "more like this" does."""
     extractor = collection.extractor
     if leave_one_out and not extractor.distinct_queries and not extractor.uses_index_labels:
-        index = collection.index
-        position = {image_id: row for row, image_id in enumerate(index.ids)}
-        return np.ascontiguousarray(index.vectors[[position[i] for i in queries.ids]])
+        return collection.vectors_of(queries.ids)
     return describe(extractor, queries.images, label="queries", queries=True)
 
 

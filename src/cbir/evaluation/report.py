@@ -255,19 +255,48 @@ def _dataset_section(
     depth = _depth_label(group)
     slug = group[0].slug
     blocks: list[Block] = [Heading(2, dataset), Text(_protocol_text(group))]
-    blocks += [
-        Heading(3, f"Headline metrics — {dataset}"),
-        _metric_table([(r.name, r.metrics, r.depth) for r in group], _headline_columns(depth)),
+    blocks += [Heading(3, f"Headline metrics — {dataset}")]
+    supervised = [r for r in group if is_supervised(r.metrics)]
+    kinds = [("", group)]
+    if supervised and len(supervised) < len(group):  # never ranked against each other
+        unsupervised = [r for r in group if not is_supervised(r.metrics)]
+        kinds = [("Unsupervised runs", unsupervised), ("Supervised runs", supervised)]
+        blocks.append(
+            Text(
+                "Supervised runs use an extractor that learnt from class labels (how, in "
+                "each run's fit line below); they are not comparable with unsupervised ones, "
+                "so each kind has its own table and its own best values."
+            )
+        )
+    for title, runs in kinds:
+        if title:
+            blocks.append(Heading(4, f"{title} — {dataset}"))
+        blocks.append(
+            _metric_table([(r.name, r.metrics, r.depth) for r in runs], _headline_columns(depth))
+        )
+    blocks.append(
         Text(
             "Bold: the best run in each column. Means are over the queries with at least one "
             "relevant image, as trec_eval computes them.",
             muted=True,
-        ),
-    ]
+        )
+    )
+    fits = [(r.name, r.metrics.get("extractor_fit")) for r in group]
+    fitted = [f"{name}: {fit}" for name, fit in fits if fit and fit != "not needed"]
+    if fitted:
+        blocks.append(Text("Extractor fit — " + "; ".join(fitted) + ".", muted=True))
     blocks += _near_duplicate_blocks(dataset, group, depth)
     blocks += _precision_recall_blocks(dataset, group, out_dir / FIGURES_DIR, slug, written)
     blocks += _per_class_blocks(dataset, group, out_dir / FIGURES_DIR, slug, written)
     return blocks
+
+
+def is_supervised(metrics: dict[str, Any]) -> bool:
+    """The run's extractor learnt from class labels (runs from before the `supervised` key
+    said so only in their fit line)."""
+    if "supervised" in metrics:
+        return bool(metrics["supervised"])
+    return "labels included" in str(metrics.get("extractor_fit", ""))
 
 
 def _protocol_text(group: list[_Run]) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
-from cbir.errors import UnknownNameError
+from cbir.errors import CbirError, UnknownNameError
 from cbir.index.base import VectorIndex
 
 # backend name -> "module:ClassName"
@@ -37,10 +38,32 @@ def keeps_own_data(name: str) -> bool:
 
 
 def create_index(name: str, dim: int, metric: str = "cosine", **settings: Any) -> VectorIndex:
-    return backend_class(name)(dim=dim, metric=metric, **settings)
+    """Backend `name`'s index; an unknown or ill-typed setting is a CbirError, one line."""
+    check_settings(name, settings)
+    try:
+        return backend_class(name)(dim=dim, metric=metric, **settings)
+    except (TypeError, ValueError) as error:  # a value the backend cannot take
+        raise CbirError(
+            f"backend {name!r} cannot take these settings {settings}: {error}"
+        ) from None
+
+
+def check_settings(name: str, settings: dict[str, Any]) -> None:
+    """A CbirError naming the valid settings when `settings` holds one that backend `name`
+    does not take (its constructor's keyword arguments)."""
+    parameters = inspect.signature(backend_class(name).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [key for key in parameters if key not in ("self", "dim", "metric")]
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise CbirError(
+            f"unknown setting(s) {', '.join(unknown)} for backend {name!r} "
+            f"(--backend-option); valid settings: {', '.join(valid)}"
+        )
 
 
 __all__ = [
-    "DEFAULT_BACKEND", "VectorIndex", "available", "backend_class", "create_index",
-    "keeps_own_data",
+    "DEFAULT_BACKEND", "VectorIndex", "available", "backend_class", "check_settings",
+    "create_index", "keeps_own_data",
 ]  # fmt: skip
