@@ -199,6 +199,11 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def note_exit(process: subprocess.Popen, ended: list[float]) -> None:
+    process.wait()
+    ended.append(time.monotonic())
+
+
 def wait_for_writer(collection: Path, process: subprocess.Popen) -> float:
     """Seconds until the indexer holds the writer lock (its pid is in the lock file)."""
     started = time.monotonic()
@@ -270,7 +275,8 @@ def main() -> None:
     )
     load_before = os.getloadavg()
     indexer = indexer_output = None
-    lock_taken_s = None
+    lock_taken_s = indexer_started = None
+    indexer_ended: list[float] = []
     try:
         with ServerProcess(served, env=env, extra_args=extra) as server:
             count_before = health_count(server.url)
@@ -284,6 +290,8 @@ def main() -> None:
                     command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
                 )
                 lock_taken_s = wait_for_writer(served, indexer)
+                indexer_started = time.monotonic()
+                threading.Thread(target=note_exit, args=(indexer, indexer_ended), daemon=True).start()
             loops = client_loops(args, uploads, ids)
             tally, elapsed = run_clients(loops, server.url, duration)
             indexer_running_at_end = indexer is not None and indexer.poll() is None
@@ -316,6 +324,10 @@ def main() -> None:
         "index_during": args.index_during,
         "indexer_took_lock_after_s": None if lock_taken_s is None else round(lock_taken_s, 2),
         "indexer_still_writing_at_end": indexer_running_at_end if indexer else None,
+        # How long the indexer held the writer lock after the clients started.
+        "indexer_wrote_for_s": round(indexer_ended[0] - indexer_started, 1)
+        if indexer_ended and indexer_started
+        else None,
         "indexer_output": indexer_output,
         "server_log_examples": server_log,
         "server_alive_at_end": server_alive,

@@ -64,3 +64,24 @@ def test_concurrent_searches_agree(live_server):
     for image_id, runs in zip(ids, answers, strict=True):
         assert all(run == runs[0] for run in runs)
         assert all(other.split("-")[1] == image_id.split("-")[1] for other in runs[0])
+
+
+def test_images_another_process_indexes_show_up_without_a_restart(collection_dir, labelled_folder):
+    """The server reads snapshots that a background thread keeps caught up: what a writer
+    commits meanwhile is searchable soon after (polled, bounded)."""
+    import time
+
+    from cbir.collection import Collection
+    from cbir.pipeline import index_folder
+
+    with ServerProcess(collection_dir) as server, Client(server.url) as http:
+        before = http.request("GET", "/api/health").json()["images"]
+        with Collection.open(collection_dir, writer=True) as writer:
+            added = index_folder(labelled_folder, writer)
+        deadline = time.monotonic() + 30
+        while http.request("GET", "/api/health").json()["images"] == before:
+            assert time.monotonic() < deadline, "the server never saw the new images"
+            time.sleep(0.2)
+        found = http.request("GET", "/api/search?id=red/red-1.jpg&k=3").json()["results"]
+        assert [r["id"].split("/")[0] for r in found] == ["red", "red", "red"]
+    assert added

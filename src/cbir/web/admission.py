@@ -90,7 +90,7 @@ class Admission:
         body_burst = max(policy.body_bytes_per_s, 2 * max_body)
         self._bytes = TokenBucket(policy.body_bytes_per_s, body_burst)
         self._pool = ThreadPoolExecutor(
-            policy.lane_width, thread_name_prefix="cbir-heavy-decode", initializer=_lower_priority
+            policy.lane_width, thread_name_prefix="cbir-heavy-decode", initializer=lower_priority
         )
         self._lock = threading.Lock()
         self._admitted = 0  # heavy decodes running or queued
@@ -128,8 +128,9 @@ class Admission:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _lower_priority() -> None:
-    # Linux: a thread's own id names it alone. Elsewhere the pool still bounds the work.
+def lower_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux: a thread's own id names it
+    alone); elsewhere nothing changes, and the work stays bounded by its pool."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICENESS)
 

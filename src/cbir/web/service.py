@@ -1,15 +1,18 @@
-"""The search service: the one open collection that every request thread of a process shares.
+"""The search service: the open collection that every request thread of a process shares.
 
 The collection (extractor state and index) is loaded once, when the app is created, and is
-thread-safe on its own. Before each read the service calls `Collection.refresh()` (one tiny
-query), so images that another process indexed show up without a restart. Decoding and
-describing an upload need no collection at all and run fully in parallel, admitted by the
-admission budgets (costly images take turns, see `cbir.web.admission`); query vectors are remembered
-by the image's sha256, so "more like this" on a large image decodes it once, not every time.
+thread-safe on its own. Requests read a warm snapshot that a background thread keeps caught up
+with what other processes commit (`cbir.web.snapshots`): images that another process indexes
+show up within a second or so, without a restart, and no request pays for catching up.
+Decoding and describing an upload need no collection at all and run in parallel, within the
+admission budgets (costly images take turns, see `cbir.web.admission`); query vectors are
+remembered by the image's sha256, so "more like this" on a large image decodes it once.
 
-Writes never wait: the collection is opened with a lock timeout of 0, so while another
-process (`cbir index`) holds the writer lock a write fails at once (503) instead of holding
-the collection's mutex, which every reader needs, while it waits.
+Writes never hold up reads: readers share read-only snapshots, writes go through a Collection
+of their own (its own mutex and database connection, opened at the first write), so a write's
+transaction and fsync never hold what readers need (SQLite's WAL lets them read meanwhile).
+Its lock timeout is 0: while another process (`cbir index`) holds the writer lock, a write
+fails at once (503) instead of waiting.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from cbir.images import ALLOWED_FORMATS, DecodeLimits, decode_image
 from cbir.web.admission import Admission, AdmissionPolicy, decode_cost
 from cbir.web.inputs import QueryRequest, Upload, safe_name
 from cbir.web.media import PREVIEW_SIDE, preview_data_uri, sniff_mimetype
+from cbir.web.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,8 @@ class Outcome:
     took_ms: float
     preview: str | None = None  # a data: URI of an uploaded query, when asked for
     more: bool = False  # the collection holds results past these
+    # a server backend's requests for this query (round trips, their time, the server's own)
+    index_timing: dict | None = None
 
     @property
     def relevant_count(self) -> int | None:
@@ -117,12 +123,19 @@ class RememberedVectors:
 
 class SearchService:
     def __init__(
-        self, collection: Collection, limits: DecodeLimits, policy: AdmissionPolicy | None = None
+        self,
+        snapshots: Snapshots,
+        limits: DecodeLimits,
+        policy: AdmissionPolicy | None = None,
+        backend_options: dict[str, Any] | None = None,
     ) -> None:
-        self.collection = collection
+        self.snapshots = snapshots
         self.limits = limits
         self.admission = Admission(policy or AdmissionPolicy(), limits.max_pixels, limits.max_bytes)
         self.vectors = RememberedVectors()
+        self._writer: Collection | None = None  # opened at the first write
+        self._writer_lock = threading.Lock()  # one web write at a time
+        self._backend_options = dict(backend_options or {})
         self._count: tuple[int, int] | None = None  # (generation, images)
 
     @classmethod
@@ -133,20 +146,22 @@ class SearchService:
         backend_options: dict[str, Any] | None = None,
         policy: AdmissionPolicy | None = None,
     ) -> SearchService:
-        collection = Collection.open(folder, lock_timeout=0, backend_options=backend_options)
-        # Build the index and its lazily derived state (tie-break ranks, duplicate map) now:
-        # the first request would otherwise pay for it (0.35 s on 50,000 images).
-        collection.search_vectors(np.ones((1, collection.extractor.dim), np.float32), 1)
-        return cls(collection, limits, policy)
+        snapshots = Snapshots(
+            lambda: Collection.open(folder, read_only=True, backend_options=backend_options)
+        )
+        return cls(snapshots, limits, policy, backend_options)
+
+    @property
+    def collection(self) -> Collection:
+        """The snapshot requests read now (read-only; see `cbir.web.snapshots`)."""
+        return self.snapshots.current
 
     def close(self) -> None:
         self.admission.close()
-        self.collection.close()
-
-    def _fresh(self) -> Collection:
-        """The collection, caught up with what other processes committed."""
-        self.collection.refresh()
-        return self.collection
+        self.snapshots.close()
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
 
     # --- searching -------------------------------------------------------------------------
     def search(self, request: QueryRequest, preview: bool = False) -> Outcome:
@@ -160,12 +175,14 @@ class SearchService:
         # The query's own indexed copy would be its first result: ask for one more, drop it;
         # and one past the page, to know whether there are more.
         extra = 1 if query.id is not None else 0
-        hits = self._fresh().search_vectors(vector, request.offset + request.k + extra + 1)[0]
+        hits = self.collection.search_vectors(vector, request.offset + request.k + extra + 1)[0]
         kept = [hit for hit in hits if hit.id != query.id]
         results = _rank(kept[request.offset : request.offset + request.k], query, request.offset)
         more = len(kept) > request.offset + request.k
         took_ms = (time.perf_counter() - started) * 1000.0
-        return Outcome(query, request.k, request.offset, results, took_ms, shown, more)
+        timing = getattr(self.collection.index, "last_search", None)  # this thread's search
+        timing = timing.as_dict() if timing is not None else None
+        return Outcome(query, request.k, request.offset, results, took_ms, shown, more, timing)
 
     def _upload_query(self, upload: Upload, preview: bool) -> tuple[Query, np.ndarray, str | None]:
         digest = sha256_bytes(upload.data)
@@ -175,7 +192,7 @@ class SearchService:
         return Query("upload", image_id, label, digest, upload.filename), vector, shown
 
     def _indexed_query(self, image_id: str) -> tuple[Query, np.ndarray]:
-        record = self._fresh().get(image_id)
+        record = self.collection.get(image_id)
         if record is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
         query = Query("id", record.id, record.label, record.sha256)
@@ -220,14 +237,14 @@ class SearchService:
 
     # --- reading -----------------------------------------------------------------------------
     def image(self, image_id: str) -> StoredImage:
-        record = self._fresh().get(image_id)
+        record = self.collection.get(image_id)
         data = self.collection.image_bytes(image_id) if record else None
         if record is None or data is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
         return StoredImage(data, sniff_mimetype(data), record.sha256)
 
     def stats(self) -> dict[str, Any]:
-        stats = self._fresh().stats()
+        stats = self.collection.stats()
         size = self.collection.extractor.input_size
         stats["input_size"] = list(size) if size else None
         # Images without a label are counted apart: a label may well be the text "None".
@@ -241,7 +258,7 @@ class SearchService:
     def count(self) -> int:
         """Images in the collection, counted again only when its generation moved (health
         checks and every page's footer ask for it)."""
-        collection = self._fresh()
+        collection = self.collection
         generation = collection.generation
         known = self._count
         if known is not None and known[0] == generation:
@@ -261,17 +278,31 @@ class SearchService:
             id=f"{digest[:16]}-{safe_name(name or upload.filename)}",
             path=None, label=label, sha256=digest,
         )  # fmt: skip
-        known = self.collection.find_sha256(digest)
-        if known is not None:
-            raise Conflict(f"this image is already indexed as {known[0]!r}")
-        # The bytes go in the same transaction as the record: never one without the other.
-        self.collection.add([record], vector, blobs=[upload.data])
+        with self._writer_lock:
+            writer = self._writing()
+            known = writer.find_sha256(digest)
+            if known is not None:
+                raise Conflict(f"this image is already indexed as {known[0]!r}")
+            # The bytes go in the same transaction as the record: never one without the other.
+            writer.add([record], vector, blobs=[upload.data])
+        self.snapshots.refresh()  # the client that wrote reads what it wrote
         return record
 
     def delete(self, image_id: str) -> None:
-        if self._fresh().get(image_id) is None:
-            raise NotFound(f"no indexed image has the id {image_id!r}")
-        self.collection.delete([image_id])  # with its stored bytes, unless another image uses them
+        with self._writer_lock:
+            writer = self._writing()
+            if writer.get(image_id) is None:
+                raise NotFound(f"no indexed image has the id {image_id!r}")
+            writer.delete([image_id])  # with its stored bytes, unless another image uses them
+        self.snapshots.refresh()
+
+    def _writing(self) -> Collection:
+        """The collection's writer side (the caller holds `_writer_lock`)."""
+        if self._writer is None:
+            self._writer = Collection.open(
+                self.collection.folder, lock_timeout=0, backend_options=self._backend_options
+            )
+        return self._writer
 
 
 def _rank(hits: list[Hit], query: Query, offset: int) -> list[Result]:
