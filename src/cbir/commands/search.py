@@ -53,9 +53,16 @@ def run(args: argparse.Namespace) -> int:
     ) as collection:  # read-only: never waits on a writer
         image = read_image_file(args.image, size=collection.extractor.input_size)
         hits = collection.search_images(image[None], k=args.k)[0]
+        # a server backend's requests for this query: round trips, their time, the server's
+        timing = getattr(collection.index, "last_search", None)
+    answer = {"results": [hit.as_dict() for hit in hits]}
+    if timing is not None:
+        answer["index_timing"] = timing.as_dict()
     if args.json:
-        print(json.dumps({"results": [hit.as_dict() for hit in hits]}, indent=2))
+        print(json.dumps(answer, indent=2))
     else:
+        if timing is not None:
+            print(f"index search: {json.dumps(answer['index_timing'])}", file=sys.stderr)
         for rank, hit in enumerate(hits, start=1):
             print(f"{rank:>4}  {hit.score:8.4f}  {hit.label or '-':<16} {hit.id}")
     return 0

@@ -30,7 +30,7 @@ from cbir.index import elasticsearch_requests as req
 from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
 from cbir.index.remote import (
     Answer,
-    SearchTiming,
+    TimedSearches,
     batches,
     check_batch,
     prepare,
@@ -50,7 +50,7 @@ DEFAULT_BATCH = 256
 SCORE_ROUNDING = 1e-5
 
 
-class ElasticsearchIndex:
+class ElasticsearchInde(TimedSearches):
     """VectorIndex over an Elasticsearch index; exact (script_score) or approximate (knn)."""
 
     keeps_data = True  # the server holds the vectors: a collection syncs it, never rebuilds it
@@ -85,7 +85,6 @@ class ElasticsearchIndex:
         self.search_mode = search
         self.num_candidates = int(num_candidates)
         self.batch = check_batch(batch)
-        self.last_search = SearchTiming()
         self.url = url or os.environ.get("CBIR_ELASTICSEARCH_URL") or DEFAULT_URL
         self._errors = elasticsearch
         self._client = elasticsearch.Elasticsearch(
@@ -172,7 +171,7 @@ class ElasticsearchIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         k = check_k(k)
         queries = prepare(queries, self.dim, self.metric, what="queries")
-        self.last_search = SearchTiming()
+        self._new_timing()
         return search_in_rounds(
             queries, k, req.MAX_RESULT_WINDOW, self._fetch, tolerance=SCORE_ROUNDING
         )
@@ -233,6 +232,7 @@ class ElasticsearchIndex:
         return failed
 
     def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
+        timing = self.last_search
         for part in batches(len(queries), self.batch):
             searches: list[dict[str, Any]] = []
             for query in queries[part]:
@@ -242,9 +242,9 @@ class ElasticsearchIndex:
                     else req.exact_search(query, self.metric, size)
                 )
                 searches.extend([{"index": self.index_name}, body])
-            self.last_search.start()
+            timing.start()
             response = self._call(self._msearch, searches, len(queries[part]))
-            self.last_search.stop(server_s=response.get("took", 0) / 1000)
+            timing.stop(server_s=response.get("took", 0) / 1000)
             for query, result in zip(queries[part], response["responses"], strict=True):
                 error = result.get("error")
                 if error:

@@ -29,7 +29,7 @@ from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
 from cbir.index.remote import (
     Answer,
-    SearchTiming,
+    TimedSearches,
     batches,
     check_batch,
     exact_scores,
@@ -66,7 +66,7 @@ def lite_path(uri: str) -> str | None:
     return os.path.abspath(uri) if uri.endswith(".db") and "://" not in uri else None
 
 
-class MilvusIndex:
+class MilvusInde(TimedSearches):
     """VectorIndex over a Milvus (or Milvus Lite) collection."""
 
     keeps_data = True  # the server (or Lite file) holds the vectors: collections sync it
@@ -99,7 +99,6 @@ class MilvusIndex:
         self.collection = collection
         self.index_type = index
         self.batch = check_batch(batch)
-        self.last_search = SearchTiming()
         self._timeout = timeout
         self._errors = pymilvus
         build = {"IVF_FLAT": {"nlist": nlist}, "HNSW": {"M": M, "efConstruction": ef_construction}}
@@ -199,7 +198,7 @@ class MilvusIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.ndarray]:
         k = check_k(k)
         queries = prepare(queries, self.dim, self.metric, what="queries")
-        self.last_search = SearchTiming()
+        self._new_timing()
         return search_in_rounds(queries, k, MAX_LIMIT, self._fetch, tolerance=SCORE_ROUNDING)
 
     def close(self) -> None:
@@ -245,8 +244,9 @@ class MilvusIndex:
         return present
 
     def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
+        timing = self.last_search
         for part in batches(len(queries), self.batch):
-            self.last_search.start()
+            timing.start()
             try:
                 results = self._client.search(
                     self.collection,
@@ -262,7 +262,7 @@ class MilvusIndex:
                     f"queries ({error.message}): search in smaller batches, e.g. "
                     f"--backend-option batch={min(self.batch, 16_384) // 4 or 1}"
                 ) from error
-            self.last_search.stop()
+            timing.stop()
             answers = [(list(hits.ids), list(hits.distances)) for hits in results]
             tied = [near_ties(scores, SCORE_ROUNDING) for _, scores in answers]
             vectors = self._vectors(

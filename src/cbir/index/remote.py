@@ -14,6 +14,7 @@ differently (Milvus's batched products) has its near-ties rescored exactly (`nea
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,25 @@ class SearchTiming:
             "round_trip_ms": round(1000 * self.round_trip_s, 3),
             "server_ms": ms,
         }
+
+
+class TimedSearches:
+    """`last_search`: the SearchTiming of the last search made by the calling thread (a web
+    server's threads share one index, and each reports its own request's timing)."""
+
+    _local: threading.local
+
+    @property
+    def last_search(self) -> SearchTiming:
+        if not hasattr(self, "_local"):
+            self._local = threading.local()
+        return getattr(self._local, "timing", None) or SearchTiming()
+
+    def _new_timing(self) -> SearchTiming:
+        if not hasattr(self, "_local"):
+            self._local = threading.local()
+        self._local.timing = SearchTiming()
+        return self._local.timing
 
 
 def prepare(vectors: np.ndarray, dim: int, metric: str, what: str = "vectors") -> np.ndarray:
