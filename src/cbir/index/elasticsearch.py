@@ -50,7 +50,7 @@ DEFAULT_BATCH = 256
 SCORE_ROUNDING = 1e-5
 
 
-class ElasticsearchInde(TimedSearches):
+class ElasticsearchIndex(TimedSearches):
     """VectorIndex over an Elasticsearch index; exact (script_score) or approximate (knn)."""
 
     keeps_data = True  # the server holds the vectors: a collection syncs it, never rebuilds it

@@ -66,7 +66,7 @@ def lite_path(uri: str) -> str | None:
     return os.path.abspath(uri) if uri.endswith(".db") and "://" not in uri else None
 
 
-class MilvusInde(TimedSearches):
+class MilvusIndex(TimedSearches):
     """VectorIndex over a Milvus (or Milvus Lite) collection."""
 
     keeps_data = True  # the server (or Lite file) holds the vectors: collections sync it
