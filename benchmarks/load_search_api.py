@@ -249,9 +249,9 @@ def main() -> None:
     parser.add_argument("--data", help="CIFAR-10's folder, passed to cbir index")
     parser.add_argument("--batch-size", type=int, default=16, help="cbir index's commit size")
     parser.add_argument(
-        "--costly-clients", type=int, default=6,
-        help="costly scenario: clients sending maximum-size images (0: the same run without "
-        "them, for a baseline on the same machine)",
+        "--baseline", action="store_true",
+        help="first run the scenario's readers alone for as long, on the same server (writer, "
+        "costly): the side-by-side figures under the machine's load of the moment",
     )  # fmt: skip
     args = parser.parse_args()
     duration = min(max(args.duration, 1.0), MAX_DURATION_S)
@@ -277,9 +277,19 @@ def main() -> None:
     indexer = indexer_output = None
     lock_taken_s = indexer_started = None
     indexer_ended: list[float] = []
+    baseline = None
     try:
         with ServerProcess(served, env=env, extra_args=extra) as server:
             count_before = health_count(server.url)
+            probes, pressure = client_loops(args, uploads, ids)
+            if args.baseline:
+                alone, alone_s = run_clients(probes, server.url, duration)
+                baseline = {
+                    "duration_s": round(alone_s, 1),
+                    "by_kind": alone.figures(),
+                    "errors": len(alone.errors),
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
+                }
             if args.index_during:
                 command = [
                     sys.executable, "-m", "cbir.cli", "-q", "index", args.index_during,
@@ -291,9 +301,9 @@ def main() -> None:
                 )
                 lock_taken_s = wait_for_writer(served, indexer)
                 indexer_started = time.monotonic()
-                threading.Thread(target=note_exit, args=(indexer, indexer_ended), daemon=True).start()
-            loops = client_loops(args, uploads, ids)
-            tally, elapsed = run_clients(loops, server.url, duration)
+                watcher = threading.Thread(target=note_exit, args=(indexer, indexer_ended))
+                watcher.start()
+            tally, elapsed = run_clients(probes + pressure, server.url, duration)
             indexer_running_at_end = indexer is not None and indexer.poll() is None
             if indexer is not None:
                 try:
@@ -319,6 +329,7 @@ def main() -> None:
         "server_threads": args.threads,
         "duration_s": round(elapsed, 1),
         "by_kind": tally.figures(),
+        "baseline_readers_alone": baseline,
         "errors": len(tally.errors),
         "error_examples": tally.errors[:10],
         "index_during": args.index_during,
@@ -344,23 +355,23 @@ def main() -> None:
         sys.exit(1)
 
 
-def client_loops(args, uploads: list[bytes], ids: list[str]) -> list:
-    """(request maker, pause between requests) for each client thread of the scenario."""
+def client_loops(args, uploads: list[bytes], ids: list[str]) -> tuple[list, list]:
+    """(probes, pressure): the readers whose latency is the figure, and the clients that load
+    the server; each a list of (request maker, pause between requests)."""
     with_health = args.scenario == "writer"
     readers = 2 if args.scenario == "costly" else args.clients
-    loops = [(searches(uploads, ids, args.k, s, with_health), 0.0) for s in range(readers)]
+    probes = [(searches(uploads, ids, args.k, s, with_health), 0.0) for s in range(readers)]
     if args.scenario == "mix":
-        return loops
+        return probes, []
     if args.scenario == "writer":
-        return loops + [(writes(seed), 0.25) for seed in range(4)]
-    kinds = list(costly_images().items()) if args.costly_clients else []
+        return probes, [(writes(seed), 0.25) for seed in range(4)]
+    probes.append((lambda turn: Ask("health", "GET", "/api/health"), 0.05))
     heavy = [
         (costly_upload(f"costly_{name}", data, args.k), 0.0)
-        for i in range(args.costly_clients)
-        for name, data in [kinds[i % len(kinds)]]
+        for name, data in costly_images().items()
+        for _ in range(3)
     ]
-    health = [(lambda turn: Ask("health", "GET", "/api/health"), 0.05)]
-    return heavy + loops + health
+    return probes, heavy
 
 
 def costly_upload(kind: str, data: bytes, k: int) -> Callable[[int], Ask]:
@@ -386,8 +397,8 @@ def describe_clients(args) -> str:
             "writers (POST /api/images, 0.25 s apart) while cbir index holds the writer lock"
         )
     return (
-        f"{args.costly_clients} costly clients back to back (alternately a 6300x6300 PNG and "
-        "a noisy PNG under 16 MiB), 2 normal search clients, 1 /api/health every 50 ms"
+        "6 costly clients back to back (3 with a 6300x6300 PNG, 3 with a noisy PNG under "
+        "16 MiB), 2 normal search clients, 1 /api/health every 50 ms"
     )
 
 

@@ -279,7 +279,7 @@ class SearchService:
             path=None, label=label, sha256=digest,
         )  # fmt: skip
         with self._writer_lock:
-            writer = self._writing()
+            writer = self._writer_collection()
             known = writer.find_sha256(digest)
             if known is not None:
                 raise Conflict(f"this image is already indexed as {known[0]!r}")
@@ -290,13 +290,13 @@ class SearchService:
 
     def delete(self, image_id: str) -> None:
         with self._writer_lock:
-            writer = self._writing()
+            writer = self._writer_collection()
             if writer.get(image_id) is None:
                 raise NotFound(f"no indexed image has the id {image_id!r}")
             writer.delete([image_id])  # with its stored bytes, unless another image uses them
         self.snapshots.refresh()
 
-    def _writing(self) -> Collection:
+    def _writer_collection(self) -> Collection:
         """The collection's writer side (the caller holds `_writer_lock`)."""
         if self._writer is None:
             self._writer = Collection.open(
