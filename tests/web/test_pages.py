@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 
+from cbir.features import get_extractor
 from tests.web.helpers import query_png
 
 SCRIPT = "<script>alert(1)</script>"
@@ -68,7 +69,8 @@ def test_upload_names_and_labels_are_escaped(client):
 
 def test_collection_page(client):
     html = client.get("/collection").get_data(as_text=True)
-    assert "<dd>18</dd>" in html and "<code>gch</code>" in html and "<dd>256</dd>" in html
+    gch_dim = get_extractor("gch").dim
+    assert "<dd>18</dd>" in html and "<code>gch</code>" in html and f"<dd>{gch_dim}</dd>" in html
     for label in ("dark", "mid", "light"):
         assert f"<td>{label}</td>" in html
     assert html.count('<progress max="6" value="6">') == 3
