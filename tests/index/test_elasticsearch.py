@@ -67,7 +67,7 @@ def test_knn_query_takes_num_candidates() -> None:
 
 
 def test_zero_vectors_are_sent_without_features() -> None:
-    actions = req.index_actions("i", ["a", "b"], np.array([[0, 0], [0.5, 1]], np.float32))
+    actions = list(req.index_actions("i", ["a", "b"], np.array([[0, 0], [0.5, 1]], np.float32)))
     assert "features" not in actions[0]["_source"] and actions[0]["_op_type"] == "create"
     assert actions[1]["_source"]["features"] == [0.5, 1.0]
 

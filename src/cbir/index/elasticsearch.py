@@ -20,7 +20,7 @@ Adds and deletes refresh the index, so a search right after sees them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -189,6 +189,15 @@ class ElasticsearchIndex(TimedSearches):
         )  # fmt: skip
         return iter(self._call(lambda: [hit["_id"] for hit in hits]))
 
+    def compact(self, timeout: float = 600.0) -> None:
+        """After a bulk load: merge the index into one segment (one HNSW graph for knn to
+        search, and no background merging competing with searches for the cores)."""
+        self._call(
+            self._client.options(request_timeout=timeout).indices.forcemerge,
+            index=self.index_name,
+            max_num_segments=1,
+        )
+
     def drop(self) -> None:
         """Delete the whole Elasticsearch index (tests, `cbir` collection removal)."""
         self._call(self._client.indices.delete, index=self.index_name, ignore_unavailable=True)
@@ -208,7 +217,7 @@ class ElasticsearchIndex(TimedSearches):
             present.extend(hit["_id"] for hit in response["hits"]["hits"])
         return present
 
-    def _bulk(self, actions: list[dict[str, Any]], on_item: Any = None) -> dict[str, str]:
+    def _bulk(self, actions: Iterable[dict[str, Any]], on_item: Any = None) -> dict[str, str]:
         """Send actions in chunks, refreshing, so that searches see them; id -> error reason
         for each document that failed."""
         from elasticsearch import helpers

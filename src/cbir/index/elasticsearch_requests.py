@@ -11,7 +11,7 @@ its exact similarity, never `_source` or the vector.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,9 +39,11 @@ SIMILARITY_SCRIPT = (
     "for (int i = 0; i < v.length; ++i) { s += v[i] * (double) q[i]; } return s;"
 )
 # what a lean msearch response keeps: the server's time, each hit's sort values (score, id)
-# and similarity, and any per-search error
+# and similarity, and any per-search error; `status` keeps one entry per search even when
+# none has a hit
 FILTER_PATH = [
     "took",
+    "responses.status",
     "responses.hits.hits.sort",
     "responses.hits.hits.fields.similarity",
     "responses.error",
@@ -86,15 +88,14 @@ def mapped_vector(mapping_response: dict[str, Any], index: str) -> tuple[int, st
     return int(field["dims"]), str(field.get("similarity", ""))
 
 
-def index_actions(index: str, ids: Sequence[str], vectors: np.ndarray) -> list[dict[str, Any]]:
-    """Bulk `create` actions (an existing id fails rather than being overwritten)."""
-    actions = []
+def index_actions(index: str, ids: Sequence[str], vectors: np.ndarray) -> Iterator[dict[str, Any]]:
+    """Bulk `create` actions (an existing id fails rather than being overwritten), made as
+    the bulk helper sends them: 50,000 vectors as Python floats at once would take ~400 MB."""
     for id_, vector in zip(ids, vectors, strict=True):
         source: dict[str, Any] = {"id": id_}
         if vector.any():
             source["features"] = vector.tolist()  # float32 -> shortest repr: exact round trip
-        actions.append({"_op_type": "create", "_index": index, "_id": id_, "_source": source})
-    return actions
+        yield {"_op_type": "create", "_index": index, "_id": id_, "_source": source}
 
 
 def delete_actions(index: str, ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -11,14 +11,17 @@ prepared as the embedded backend stores them (unit length for cosine), searched 
 product (IP), so zero vectors need no special case. Queries go `batch` at a time in one
 search request, answered lean (ids and Milvus's float32 similarities, never vectors) and
 ordered here (`cbir.index.remote`), so results follow the VectorIndex order; `last_search`
-tells how the last search went (Milvus reports no server time). Strong consistency: a search
-right after an add or delete sees it.
+tells how the last search went (Milvus reports no server time). A search sees every add and
+delete this process made before it (the first search after one is Strong); the others are
+Bounded, so that they do not wait for the server's next tick, and see another process's
+changes within Milvus's staleness bound (seconds).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -99,6 +102,7 @@ class MilvusIndex(TimedSearches):
         self.collection = collection
         self.index_type = index
         self.batch = check_batch(batch)
+        self._changed = True  # by this process since its last search
         self._timeout = timeout
         self._errors = pymilvus
         build = {"IVF_FLAT": {"nlist": nlist}, "HNSW": {"M": M, "efConstruction": ef_construction}}
@@ -184,6 +188,7 @@ class MilvusIndex(TimedSearches):
                     strict=True,
                 )
             ]
+            self._changed = True
             self._call(self._client.insert, self.collection, rows, timeout=self._timeout)
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -192,6 +197,7 @@ class MilvusIndex(TimedSearches):
         present = self._present(list(dict.fromkeys(check_ids(ids))))
         for start in range(0, len(present), QUERY_CHUNK):
             chunk = present[start : start + QUERY_CHUNK]
+            self._changed = True
             self._call(self._client.delete, self.collection, ids=chunk, timeout=self._timeout)
         return len(present)
 
@@ -212,6 +218,23 @@ class MilvusIndex(TimedSearches):
                 from milvus_lite.server_manager import server_manager_instance
 
                 server_manager_instance.release_server(self._lite)
+
+    def compact(self, timeout: float = 600.0) -> None:
+        """After a bulk load: seal the growing segments (flush) and wait, at most `timeout`
+        s, until the index covers every row; searches of growing segments scan them row by
+        row, and an index still building competes with searches for the cores."""
+        self._call(self._client.flush, self.collection, timeout=self._timeout)
+        if self._lite is not None:
+            return  # Milvus Lite builds its index as it seals, within flush
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self._call(self._client.describe_index, self.collection, "vector")
+            if int(state.get("pending_index_rows", 0)) == 0 and state.get("state") != "InProgress":
+                return
+            time.sleep(1.0)
+        raise CbirError(
+            f"Milvus did not finish indexing {self.collection!r} within {timeout:.0f} s"
+        )
 
     def drop(self) -> None:
         """Drop the whole Milvus collection."""
@@ -245,6 +268,10 @@ class MilvusIndex(TimedSearches):
 
     def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
         timing = self.last_search
+        # Strong waits for the server's next time tick (~200 ms): only the first search after
+        # this process changed the collection needs it, the others read as Bounded does
+        level = "Strong" if self._changed else "Bounded"
+        self._changed = False
         for part in batches(len(queries), self.batch):
             timing.start()
             try:
@@ -254,6 +281,7 @@ class MilvusIndex(TimedSearches):
                     limit=size,
                     output_fields=[],  # ids and scores only
                     search_params=self._params_for(size),
+                    consistency_level=level,
                     timeout=self._timeout,
                 )
             except self._errors.MilvusException as error:
@@ -266,7 +294,7 @@ class MilvusIndex(TimedSearches):
             answers = [(list(hits.ids), list(hits.distances)) for hits in results]
             tied = [near_ties(scores, SCORE_ROUNDING) for _, scores in answers]
             vectors = self._vectors(
-                {ids[j] for (ids, _), js in zip(answers, tied, strict=True) for j in js}
+                level, {ids[j] for (ids, _), js in zip(answers, tied, strict=True) for j in js}
             )
             for query, (ids, scores), js in zip(queries[part], answers, tied, strict=True):
                 found = [j for j in js if ids[j] in vectors]
@@ -275,7 +303,7 @@ class MilvusIndex(TimedSearches):
                     scores[j] = score
                 yield ids, scores, False
 
-    def _vectors(self, ids: set[str]) -> dict[str, np.ndarray]:
+    def _vectors(self, level: str, ids: set[str]) -> dict[str, np.ndarray]:
         """Stored vectors of a few candidates (near-ties), by id; one request per 1,000."""
         vectors: dict[str, np.ndarray] = {}
         wanted = sorted(ids)
@@ -285,6 +313,7 @@ class MilvusIndex(TimedSearches):
                 self.collection,
                 ids=wanted[start : start + QUERY_CHUNK],
                 output_fields=["vector"],
+                consistency_level=level,
                 timeout=self._timeout,
             )
             vectors.update((row["id"], np.asarray(row["vector"], np.float32)) for row in rows)
