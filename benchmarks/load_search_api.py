@@ -23,12 +23,13 @@ codes seen and every error.
                       image answered 503 with Retry-After is the server protecting itself,
                       counted apart, not an error).
 
-    .venv/bin/cbir index cifar10 -c runs/cifar10-gch --data /work/shared/data   # once
-    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-gch
-    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-gch \\
-        --scenario writer --index-during cifar10:test --data /work/shared/data --duration 30
-    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-gch \\
-        --scenario costly --duration 30
+    .venv/bin/cbir index cifar10 -c runs/cifar10-hog -e hog --data /work/shared/data  # once
+    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-hog
+    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-hog \\
+        --scenario writer --index-during cifar10:test --data /work/shared/data --duration 30 \\
+        --baseline
+    .venv/bin/python benchmarks/load_search_api.py --collection runs/cifar10-hog \\
+        --scenario costly --duration 30 --baseline
 
 Clients and server share the machine's cores: the figures are for both on 2 cores, and the load
 average (other work on the machine) is recorded beside them.
@@ -247,7 +248,11 @@ def main() -> None:
         "cifar10:test); the writer scenario needs it",
     )  # fmt: skip
     parser.add_argument("--data", help="CIFAR-10's folder, passed to cbir index")
-    parser.add_argument("--batch-size", type=int, default=16, help="cbir index's commit size")
+    parser.add_argument(
+        "--batch-size", type=int, default=4,
+        help="cbir index's commit size (small: many commits, and a run long enough to hold "
+        "the lock for 30 s)",
+    )  # fmt: skip
     parser.add_argument(
         "--baseline", action="store_true",
         help="first run the scenario's readers alone for as long, on the same server (writer, "

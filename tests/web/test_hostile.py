@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,6 +256,35 @@ def test_a_write_while_the_collection_is_busy_fails_at_once_and_says_little(writ
         assert str(writable_server.collection) not in error and "pytest" not in error
         assert http.request("GET", "/api/search?id=img-dark-0&k=3").status == 200
     assert any("is being written by process" in line for line in writable_server.output)
+
+
+HOLDER = """
+import sys, time
+from cbir.collection import Collection
+with Collection.open(sys.argv[1], writer=True):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_secrets_on_a_busy_writers_command_line_reach_no_one(writable_server):
+    """Another process holds the lock with a secret on its command line: the client's 503
+    says nothing of it, and the server's log names the process with the secret hidden."""
+    command = [sys.executable, "-c", HOLDER, str(writable_server.collection), "30",
+               "--backend-option", "api_key=s3cret-value"]  # fmt: skip
+    holder = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        body, content_type = multipart(files={"image": ("q.png", query_png(seed=34))})
+        with Client(writable_server.url) as http:
+            busy = http.request("POST", "/api/images", body, {"Content-Type": content_type})
+        assert busy.status == 503 and b"s3cret" not in busy.body
+        logged = [line for line in writable_server.output if f"process {holder.pid}" in line]
+        assert logged and "api_key=***" in logged[-1]
+        assert not any("s3cret" in line for line in writable_server.output)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
 
 
 def big_png(side: int) -> bytes:

@@ -85,3 +85,13 @@ def test_images_another_process_indexes_show_up_without_a_restart(collection_dir
         found = http.request("GET", "/api/search?id=red/red-1.jpg&k=3").json()["results"]
         assert [r["id"].split("/")[0] for r in found] == ["red", "red", "red"]
     assert added
+
+
+def test_writes_beyond_this_machine_without_a_token_refuse_to_start(
+    capsys, monkeypatch, collection_dir
+):
+    monkeypatch.delenv("CBIR_WRITE_TOKEN", raising=False)
+    args = ["serve", "-c", str(collection_dir), "--port", "0", "--host", "0.0.0.0"]
+    assert main([*args, "--allow-writes"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "writes need a token: set CBIR_WRITE_TOKEN" in error and "\n" not in error
