@@ -1,119 +1,270 @@
-"""CIFAR-10 retrieval through the server backends, compared with the embedded backend:
-the same vectors (50,000 training images indexed, 10,000 test queries, depth 100), the
-same metrics as `cbir benchmark`, plus bulk-index throughput and search timings.
+"""CIFAR-10 retrieval through the server backends beside the embedded index, in one run: the
+same gch vectors (50,000 training images indexed, 10,000 test queries, depth 100), the same
+metrics as `cbir benchmark`, batched throughput, single-query latency (round trip and the
+server's own time), queries per second by batch size, and the peak resident memory of this
+client and of each server process tree while it indexes and answers.
 
-    .venv/bin/cbir dev elasticsearch start        # prints CBIR_ELASTICSEARCH_URL
-    CBIR_ELASTICSEARCH_URL=... CBIR_DATA_DIR=../shared/data .venv/bin/python \
-        benchmarks/server_backends.py -e gch -b embedded -b es-exact -b es-knn -b milvus-lite \
-        --queries 2000 --out benchmarks/results/server-backends-gch.json
+    .venv/bin/cbir dev elasticsearch start && .venv/bin/cbir dev milvus start   # or let the
+    CBIR_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/server_backends.py \\
+        --out benchmarks/results/server-backends-gch.json          # script start its own
+
+Servers recorded by `cbir dev ... start` are reused (their PIDs give the server's memory);
+otherwise the script starts throwaway ones on 127.0.0.1 and stops them by PID at the end.
+Peak memory is Linux's VmHWM, reset before each backend (/proc/PID/clear_refs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cbir.benchmarking.measure import save_result
+from cbir.benchmarking.measure import load_average, machine, save_result
 from cbir.commands import parse_param
 from cbir.datasets import load_cifar10
 from cbir.evaluation.metrics import mean_metrics, per_query_metrics
 from cbir.features import get_extractor
 from cbir.index import create_index
+from cbir.servers import children
 
 DEPTH = 100
-SINGLE_QUERIES = 50  # one request per query, for latency percentiles
-
-
-def backends(tmp: Path) -> dict[str, tuple[str, dict[str, Any]]]:
-    return {
-        "embedded": ("embedded", {}),
-        "es-exact": ("elasticsearch", {"index_name": "bench_exact", "search": "exact"}),
-        "es-knn": ("elasticsearch", {"index_name": "bench_knn", "search": "knn",
-                                     "num_candidates": 400}),
-        "milvus-lite": ("milvus", {"uri": str(tmp / "bench.db"), "collection": "bench"}),
-        "milvus-lite-hnsw": ("milvus", {"uri": str(tmp / "bench.db"), "collection": "bench_hnsw",
-                                        "index": "HNSW", "ef": 400}),
-    }  # fmt: skip
+SINGLE_QUERIES = 200  # one request each, for latency percentiles
+SWEEP_QUERIES = 2_000  # queries per batch size tried
+BACKENDS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # tag -> backend, server, settings
+    "embedded": ("embedded", None, {}),
+    "es-exact": ("elasticsearch", "elasticsearch", {"search": "exact"}),
+    "es-knn": ("elasticsearch", "elasticsearch", {"search": "knn", "num_candidates": 200}),
+    "milvus-flat": ("milvus", "milvus", {"index": "FLAT"}),
+    "milvus-hnsw": ("milvus", "milvus", {"index": "HNSW", "ef": 200}),
+    "milvus-lite": ("milvus", "lite", {"index": "FLAT"}),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-e", "--extractor", default="gch")
     parser.add_argument("-p", "--param", action="append", type=parse_param, default=[])
-    parser.add_argument("-b", "--backend", action="append", default=[])
+    parser.add_argument("-b", "--backend", action="append", choices=list(BACKENDS))
     parser.add_argument("--queries", type=int, default=10_000, help="first N test images")
+    parser.add_argument("--batches", default="", help="batch sizes to time, e.g. 64,256,1024")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    tags = args.backend or list(BACKENDS)
 
-    data = load_cifar10(args.data, download=False)
-    index_set, queries = data.train, data.test
-    extractor = get_extractor(args.extractor, **dict(args.param))
-    if extractor.needs_fit:
-        extractor.fit(index_set.images, index_set.labels)
-    index_vectors = extractor.transform(index_set.images)
-    query_vectors = extractor.transform(queries.images)[: args.queries]
-    query_labels = queries.labels[: args.queries]
-    label_of = dict(zip(index_set.ids, index_set.labels.tolist(), strict=True))
-    n_relevant = np.bincount(index_set.labels, minlength=10)[query_labels]
-
-    results: dict[str, Any] = {"extractor": extractor.describe(), "n_queries": len(query_labels)}
-    rankings: dict[str, list[list[str]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for tag in args.backend or ["embedded"]:
-            name, settings = backends(Path(tmp))[tag]
-            index = create_index(name, dim=extractor.dim, **settings)
-            try:
-                started = time.perf_counter()
-                index.add(index_set.ids, index_vectors)
-                add_s = time.perf_counter() - started
-                started = time.perf_counter()
-                ranked, _ = index.search(query_vectors, DEPTH)
-                batch_s = time.perf_counter() - started
-                single = []
-                for query in query_vectors[:SINGLE_QUERIES]:
-                    started = time.perf_counter()
-                    index.search(query, DEPTH)
-                    single.append(time.perf_counter() - started)
-            finally:
-                getattr(index, "drop", lambda: None)()
-                index.close()
-            retrieved = np.array([[label_of[i] for i in ids] for ids in ranked])
+    ids, vectors, queries, labels, n_relevant, label_of, extractor = describe(args)
+    results: dict[str, Any] = {
+        "dataset": "CIFAR-10 (JPEG mirror)",
+        "extractor": extractor,
+        "n_index": len(ids),
+        "n_queries": len(queries),
+        "machine": machine(),
+        "uptime_start": uptime(),
+    }
+    rankings: dict[str, np.ndarray] = {}
+    position = {id_: i for i, id_ in enumerate(ids)}
+    index_labels = np.array([label_of[id_] for id_ in ids])
+    sweep = [int(b) for b in args.batches.split(",") if b]
+    with tempfile.TemporaryDirectory() as tmp, servers(tags, Path(tmp)) as where:
+        for tag in tags:
+            name, server, settings = BACKENDS[tag]
+            connection, pids = where.get(server, (None, []))
+            if server is not None:
+                key = "url" if name == "elasticsearch" else "uri"
+                fresh = "index_name" if name == "elasticsearch" else "collection"
+                settings = {**settings, key: connection, fresh: f"bench_{tag.replace('-', '_')}"}
+            result = run_backend(name, settings, ids, position, vectors, queries, pids, sweep)
+            ranked = result.pop("ranked")
+            retrieved = index_labels[ranked]
             metrics = mean_metrics(
-                per_query_metrics(retrieved == query_labels[:, None], n_relevant, DEPTH),
-                n_relevant,
+                per_query_metrics(retrieved == labels[:, None], n_relevant, DEPTH), n_relevant
             )
-            rankings[tag] = ranked
-            results[tag] = {
-                "map_cut_100": metrics["map_cut_100"],
-                "P_100": metrics["P_100"],
-                "index_docs_per_s": round(len(index_set) / add_s, 1),
-                "batch_search_queries_per_s": round(len(query_labels) / batch_s, 1),
-                "single_query_ms_p50": round(1000 * float(np.median(single)), 2),
-                "single_query_ms_p95": round(1000 * float(np.percentile(single, 95)), 2),
-            }
+            result = {"map_cut_100": metrics["map_cut_100"], "P_100": metrics["P_100"], **result}
             if "embedded" in rankings and tag != "embedded":
-                same = [a == b for a, b in zip(rankings["embedded"], ranked, strict=True)]
-                overlap = [
-                    len(set(a) & set(b)) / DEPTH
-                    for a, b in zip(rankings["embedded"], ranked, strict=True)
-                ]
-                results[tag]["identical_rankings"] = float(np.mean(same))
-                results[tag]["recall_at_100_vs_embedded"] = float(np.mean(overlap))
-                results[tag]["map_cut_100_diff"] = (
+                exact = rankings["embedded"]
+                pairs = list(zip(exact.tolist(), ranked.tolist(), strict=True))
+                result["map_cut_100_diff"] = (
                     metrics["map_cut_100"] - results["embedded"]["map_cut_100"]
                 )
-            print(tag, json.dumps(results[tag]), file=sys.stderr)
+                result["recall_at_100_vs_embedded"] = float(
+                    np.mean([len(set(a) & set(b)) / DEPTH for a, b in pairs])
+                )
+                result["identical_rankings"] = float(np.mean([a == b for a, b in pairs]))
+            rankings[tag] = ranked
+            results[tag] = result
+            print(tag, json.dumps(result), file=sys.stderr, flush=True)
+    results["uptime_end"] = uptime()
     print(json.dumps(results, indent=2))
     if args.out:
         save_result(args.out, results)
+
+
+def describe(args: argparse.Namespace) -> tuple:
+    """Index ids and vectors, query vectors and labels; the images are let go before any
+    backend runs, so the client's memory is what searching costs."""
+    data = load_cifar10(args.data, download=False)
+    extractor = get_extractor(args.extractor, **dict(args.param))
+    if extractor.needs_fit:
+        extractor.fit(data.train.images, data.train.labels)
+    vectors = extractor.transform(data.train.images)
+    queries = extractor.transform(data.test.images)[: args.queries]
+    labels = data.test.labels[: args.queries]
+    ids = list(data.train.ids)
+    label_of = dict(zip(ids, data.train.labels.tolist(), strict=True))
+    n_relevant = np.bincount(data.train.labels, minlength=10)[labels]
+    described = extractor.describe()
+    del data, extractor
+    gc.collect()
+    return ids, vectors, queries, labels, n_relevant, label_of, described
+
+
+def run_backend(
+    name: str,
+    settings: dict[str, Any],
+    ids: list[str],
+    position: dict[str, int],
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    server_pids: list[int],
+    sweep: list[int],
+) -> dict[str, Any]:
+    watched = [os.getpid(), *server_pids]
+    for pid in watched:
+        reset_peak(pid)
+    before = {pid: resident_mb(pid) for pid in watched}
+    load = [load_average()]
+    index = create_index(name, dim=vectors.shape[1], **settings)
+    try:
+        started = time.perf_counter()
+        index.add(ids, vectors)
+        add_s = time.perf_counter() - started
+        started = time.perf_counter()
+        getattr(index, "compact", lambda: None)()  # a server's step after a bulk load
+        compact_s = time.perf_counter() - started
+        started = time.perf_counter()
+        found, _ = index.search(queries, DEPTH)
+        batch_s = time.perf_counter() - started
+        # positions, not id strings: rankings of every backend are kept for the comparison
+        ranked = np.array([[position[i] for i in row] for row in found], dtype=np.int32)
+        del found
+        timing = getattr(index, "last_search", None)
+        single, round_trip, server = [], [], []
+        for query in queries[:SINGLE_QUERIES]:
+            started = time.perf_counter()
+            index.search(query, DEPTH)
+            single.append(1000 * (time.perf_counter() - started))
+            if hasattr(index, "last_search"):
+                round_trip.append(1000 * index.last_search.round_trip_s)
+                server.append(index.last_search.server_s)
+        by_batch = {}
+        for size in sweep if hasattr(index, "batch") else []:
+            index.batch = size
+            started = time.perf_counter()
+            index.search(queries[:SWEEP_QUERIES], DEPTH)
+            by_batch[size] = round(SWEEP_QUERIES / (time.perf_counter() - started), 1)
+    finally:
+        getattr(index, "drop", lambda: None)()
+        index.close()
+    load.append(load_average())
+    result: dict[str, Any] = {
+        "ranked": ranked,
+        "settings": {k: v for k, v in settings.items() if k not in ("url", "uri")},
+        "index_docs_per_s": round(len(ids) / add_s, 1),
+        "compact_s": round(compact_s, 2),
+        "batch_search_s": round(batch_s, 3),
+        "batch_search_queries_per_s": round(len(queries) / batch_s, 1),
+        "single_query_ms_p50": round(float(np.median(single)), 2),
+        "single_query_ms_p95": round(float(np.percentile(single, 95)), 2),
+        "client_rss_mb_before": before[os.getpid()],
+        "client_peak_rss_mb": peak_mb(os.getpid()),
+        "load_average_before_after": load,
+    }
+    if timing is not None:
+        result["batch_round_trips"] = timing.round_trips
+        result["batch_server_s"] = timing.server_s and round(timing.server_s, 3)
+        result["single_round_trip_ms_p50"] = round(float(np.median(round_trip)), 2)
+        known = [s for s in server if s is not None]
+        result["single_server_ms_p50"] = round(1000 * float(np.median(known)), 2) if known else None
+    if by_batch:
+        result[f"queries_per_s_by_batch_{SWEEP_QUERIES}_queries"] = by_batch
+    if server_pids:
+        result["server_rss_mb_before"] = round(sum(before[pid] or 0 for pid in server_pids), 1)
+        result["server_peak_rss_mb"] = round(sum(peak_mb(pid) or 0 for pid in server_pids), 1)
+    return result
+
+
+@contextlib.contextmanager
+def servers(tags: list[str], tmp: Path) -> Iterator[dict[str, tuple[str, list[int]]]]:
+    """server -> (address, PIDs of its process tree): the ones `cbir dev` recorded, else
+    throwaway ones started here and stopped at the end."""
+    from cbir.servers import elasticsearch as es_server
+    from cbir.servers import milvus as milvus_server
+
+    wanted = {BACKENDS[tag][1] for tag in tags}
+    found: dict[str, tuple[str, list[int]]] = {}
+    started = []
+    try:
+        if "elasticsearch" in wanted:
+            node = es_server.recorded()
+            if node is None:
+                node = es_server.start()
+                started.append(node)
+            found["elasticsearch"] = (node.url, tree(node.pid))
+        if "milvus" in wanted:
+            running = milvus_server.recorded()
+            if running is None:
+                running = milvus_server.start()
+                started.append(running)
+            found["milvus"] = (running.uri, tree(running.pid))
+        if "lite" in wanted:
+            found["lite"] = (str(tmp / "bench.db"), [])  # Milvus Lite runs in this process
+        yield found
+    finally:
+        for server in started:
+            server.stop()
+
+
+def tree(pid: int) -> list[int]:
+    pids = [pid]
+    for child in children(pid):
+        pids += tree(child)
+    return pids
+
+
+def reset_peak(pid: int) -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak resident memory (VmHWM)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _status_mb(pid: int, field: str) -> float | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+        return round(int(text.split(f"{field}:")[1].split()[0]) / 1024, 1)
+    except (OSError, IndexError):
+        return None
+
+
+def peak_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmHWM")
+
+
+def resident_mb(pid: int) -> float | None:
+    return _status_mb(pid, "VmRSS")
+
+
+def uptime() -> str:
+    return os.popen("uptime").read().strip()  # noqa: S605 (a fixed command, for the record)
 
 
 if __name__ == "__main__":

@@ -148,3 +148,56 @@ def test_missing_index_is_a_clear_error(elasticsearch_url: str, index_name: str)
     with pytest.raises(CbirError, match="missing"):
         index.search(np.ones(4, np.float32), 1)
     index.close()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("mode", ["exact", "knn"])
+def test_batches_answer_as_one_request_and_as_the_exact_index(
+    elasticsearch_url: str,  # noqa: F811
+    index_name: str,
+    mode: str,
+) -> None:
+    rng = np.random.default_rng(6)
+    ids = [f"v{i}" for i in rng.permutation(300)]
+    vectors = rng.integers(-2, 3, (300, 8)).astype(np.float32)  # small integers: many ties
+    queries = rng.integers(-2, 3, (40, 8)).astype(np.float32)
+    exact = create_index("embedded", dim=8, metric="ip")
+    exact.add(ids, vectors)
+    settings = {"search": mode, "num_candidates": 1000, "batch": 7}  # knn: every vector
+    index = _open(elasticsearch_url, index_name, dim=8, metric="ip", **settings)
+    index.add(ids, vectors)
+    got_ids, got_scores = index.search(queries, 25)
+    want_ids, want_scores = exact.search(queries, 25)
+    assert got_ids == want_ids
+    np.testing.assert_array_equal(got_scores, want_scores)
+    assert index.search(queries[5], 25)[0] == [want_ids[5]]
+    # one _msearch per batch of 7 (ties at the boundary may add more: none without ties)
+    separated = rng.standard_normal((40, 8)).astype(np.float32)
+    index.search(separated, 5)
+    assert index.last_search.round_trips == 6  # ceil(40 / 7)
+    assert index.last_search.server_s is not None  # the server's own `took`
+    index.search(separated[0], 5)
+    assert index.last_search.round_trips == 1
+    index.close()
+
+
+@pytest.mark.server
+def test_a_batch_the_server_refuses_is_one_clear_error(
+    elasticsearch_url: str,  # noqa: F811
+    index_name: str,
+) -> None:
+    import elasticsearch
+
+    index = _open(elasticsearch_url, index_name, dim=64, batch=500)
+    index.add(["a", "b"], np.eye(64, dtype=np.float32)[:2])
+    client = elasticsearch.Elasticsearch(elasticsearch_url)
+    # the in-flight request breaker refuses bodies over its limit (~20 kB per 64-d query)
+    client.cluster.put_settings(transient={"network.breaker.inflight_requests.limit": "100kb"})
+    try:
+        assert index.search(np.eye(64, dtype=np.float32)[1], 1)[0] == [["b"]]
+        with pytest.raises(CbirError, match="refused a batch of 500 queries"):
+            index.search(np.ones((500, 64), np.float32), 1)
+    finally:
+        client.cluster.put_settings(transient={"network.breaker.inflight_requests.limit": None})
+        client.close()
+    index.close()

@@ -3,6 +3,7 @@ does not cover. The same code serves a Milvus server through an http:// uri."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import create_index
+from cbir.index.milvus import MAX_NQ
+from tests.servers.live import milvus_server_uri  # noqa: F401 (fixture)
 
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
@@ -53,3 +56,49 @@ def test_invalid_settings_and_ids_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CbirError, match="512 bytes"):
         index.add(["x" * 513], np.ones((1, 8), np.float32))
     index.close()
+
+
+# --- batched, lean searches ------------------------------------------------------------------
+def test_batches_answer_as_one_request_and_as_the_exact_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    ids = [f"v{i}" for i in rng.permutation(400)]
+    vectors = rng.integers(-2, 3, (400, 8)).astype(np.float32)  # small integers: many ties
+    queries = rng.integers(-2, 3, (50, 8)).astype(np.float32)
+    exact = create_index("embedded", dim=8, metric="ip")
+    exact.add(ids, vectors)
+    batched = _open(tmp_path, metric="ip", collection="batched", batch=7)
+    batched.add(ids, vectors)
+    got_ids, got_scores = batched.search(queries, 30)
+    want_ids, want_scores = exact.search(queries, 30)
+    assert got_ids == want_ids
+    np.testing.assert_array_equal(got_scores, want_scores)
+    assert batched.search(queries[3], 30)[0] == [want_ids[3]]
+    # one request per batch of 7 (ties at the boundary may add more: none without ties)
+    separated = rng.standard_normal((50, 8)).astype(np.float32)
+    batched.search(separated, 5)
+    assert batched.last_search.round_trips == 8  # ceil(50 / 7)
+    batched.search(separated[0], 5)
+    assert batched.last_search.round_trips == 1
+    batched.close()
+
+
+def test_invalid_batch_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CbirError, match="batch"):
+        _open(tmp_path, batch=0)
+
+
+@pytest.mark.server
+def test_a_batch_the_server_refuses_is_one_clear_error(milvus_server_uri: str) -> None:  # noqa: F811
+    index = create_index(
+        "milvus", dim=4, uri=milvus_server_uri, collection=f"refused_{uuid.uuid4().hex}",
+        batch=MAX_NQ + 1,
+    )  # fmt: skip
+    try:
+        index.add(["a"], np.ones((1, 4), np.float32))
+        with pytest.raises(CbirError, match=f"refused a search of {MAX_NQ + 1} queries"):
+            index.search(np.ones((MAX_NQ + 1, 4), np.float32), 1)
+        index.batch = MAX_NQ  # the same queries, in batches it takes
+        assert index.search(np.ones((MAX_NQ + 1, 4), np.float32), 1)[0][-1] == ["a"]
+    finally:
+        index.drop()
+        index.close()

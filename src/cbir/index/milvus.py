@@ -1,7 +1,7 @@
 """The "milvus" backend: vectors in a Milvus collection, through pymilvus's MilvusClient.
 
     MilvusIndex(dim, metric="cosine", uri=None, collection="cbir", index="FLAT",
-                nlist=128, nprobe=16, M=16, ef_construction=200, ef=128, batch=1024)
+                nlist=128, nprobe=16, M=16, ef_construction=200, ef=128, batch=None)
 
 The same code serves Milvus Lite (`uri` a local `.db` file, no server) and a Milvus server
 (`uri` http://host:19530). `uri` defaults to $CBIR_MILVUS_URI, else `milvus.db` in the working
@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 
 from cbir.errors import CbirError, DimensionMismatchError
@@ -48,9 +49,12 @@ MAX_LIMIT = 16_384  # Milvus's largest top-k
 MAX_ID_LENGTH = 512
 INSERT_CHUNK = 2_000
 QUERY_CHUNK = 1_000  # ids per `get`
-# queries per search request, measured (benchmarks/server_backends.py --batches); Milvus
-# refuses more than 16,384 (its nq limit)
+# queries per search request, measured (benchmarks/server_backends.py --batches): a server
+# answers 1,024 faster than 256; Milvus Lite (a pure-Python engine in milvus-lite 3.x) takes
+# ~0.1 s per query at 50,000 vectors, so it gets batches that finish well within the timeout
 DEFAULT_BATCH = 1_024
+DEFAULT_LITE_BATCH = 64
+MAX_NQ = 16_384  # Milvus refuses more queries in one search
 # Milvus's float32 scores of one vector differ with its place in a batched product: scores this
 # close (relative) are rescored exactly from the vectors of those candidates
 SCORE_ROUNDING = 1e-6
@@ -86,7 +90,7 @@ class MilvusIndex(TimedSearches):
         M: int = 16,  # noqa: N803 (Milvus's name)
         ef_construction: int = 200,
         ef: int = 128,
-        batch: int = DEFAULT_BATCH,
+        batch: int | None = None,
         timeout: float = 30.0,
     ) -> None:
         import pymilvus  # optional dependency, imported when the backend is used
@@ -101,7 +105,6 @@ class MilvusIndex(TimedSearches):
         self.uri = uri or os.environ.get("CBIR_MILVUS_URI") or DEFAULT_URI
         self.collection = collection
         self.index_type = index
-        self.batch = check_batch(batch)
         self._changed = True  # by this process since its last search
         self._timeout = timeout
         self._errors = pymilvus
@@ -112,6 +115,9 @@ class MilvusIndex(TimedSearches):
         }
         token = os.environ.get("CBIR_MILVUS_TOKEN", "")
         self._lite = lite_path(self.uri)
+        self.batch = check_batch(
+            batch if batch is not None else DEFAULT_LITE_BATCH if self._lite else DEFAULT_BATCH
+        )
         try:
             self._client = self._call(pymilvus.MilvusClient, self.uri, token=token, timeout=timeout)
         except CbirError as error:
@@ -271,7 +277,6 @@ class MilvusIndex(TimedSearches):
         # Strong waits for the server's next time tick (~200 ms): only the first search after
         # this process changed the collection needs it, the others read as Bounded does
         level = "Strong" if self._changed else "Bounded"
-        self._changed = False
         for part in batches(len(queries), self.batch):
             timing.start()
             try:
@@ -284,13 +289,16 @@ class MilvusIndex(TimedSearches):
                     consistency_level=level,
                     timeout=self._timeout,
                 )
-            except self._errors.MilvusException as error:
+            except (self._errors.MilvusException, grpc.RpcError) as error:
+                # refused (over Milvus's nq limit), or not answered within the timeout
+                reason = getattr(error, "message", None) or str(error).splitlines()[0]
                 raise CbirError(
                     f"Milvus at {self.uri} refused a search of {part.stop - part.start} "
-                    f"queries ({error.message}): search in smaller batches, e.g. "
-                    f"--backend-option batch={min(self.batch, 16_384) // 4 or 1}"
+                    f"queries ({reason}): search in smaller batches, e.g. "
+                    f"--backend-option batch={max(1, min(self.batch, MAX_NQ) // 4)}"
                 ) from error
             timing.stop()
+            self._changed = False  # a Strong search went through: later ones see as much
             answers = [(list(hits.ids), list(hits.distances)) for hits in results]
             tied = [near_ties(scores, SCORE_ROUNDING) for _, scores in answers]
             vectors = self._vectors(
