@@ -1,4 +1,5 @@
-"""GCH: gray levels bit-identical to Pillow's convert("L"), histograms equal to np.histogram."""
+"""GCH: the HSV histogram puts colours in the right bins and sums to one (squared); the gray
+variant's levels are bit-identical to Pillow's convert("L"), its histograms np.histogram's."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_gch_equals_histogram_of_pillow_gray(bins: int, size: int) -> None:
     images = rng.integers(0, 256, (23, size, size, 3), dtype=np.uint8)
     images[0] = 255  # a level in the last bin
     images[1] = 0
-    extractor = get_extractor("gch", bins=bins, image_size=size)
+    extractor = get_extractor("gch", space="gray", sqrt=False, bins=bins, image_size=size)
     features = extractor.transform(images)
     expected = [np.histogram(pil_gray(image), bins=bins, range=(0, 256))[0] for image in images]
     assert features.dtype == np.float32
@@ -42,6 +43,7 @@ def test_gch_large_batch_is_chunked_consistently() -> None:
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, (1100, 32, 32, 3), dtype=np.uint8)
     extractor = get_extractor("gch")
+    assert extractor.input_size is None  # any size: CIFAR's 32x32 stays 32x32
     whole = extractor.transform(images)
     one_by_one = np.concatenate(
         [extractor.transform(images[i : i + 1]) for i in range(0, 1100, 97)]
@@ -49,13 +51,39 @@ def test_gch_large_batch_is_chunked_consistently() -> None:
     np.testing.assert_array_equal(whole[::97], one_by_one)
 
 
-def test_gch_defaults_and_input_size() -> None:
-    extractor = get_extractor("gch")
-    assert extractor.params == {"bins": 256, "image_size": 32}
+def test_gch_reference_gray_input_size() -> None:
+    extractor = get_extractor("gch", space="gray", sqrt=False, image_size=32)
     assert extractor.input_size == (32, 32)
     assert extractor.dim == 256
     assert not extractor.needs_fit
     assert extractor.transform(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 256)
+
+
+def test_hsv_histogram_bins_known_colours() -> None:
+    extractor = get_extractor("gch", hue_bins=6, saturation_bins=2, value_bins=2)
+    assert extractor.dim == 24
+    # one pure colour per image, each at the start of its hue bin: red 0, yellow 1, ... magenta 5
+    pure = [(255, 0, 0), (255, 255, 0), (0, 255, 0), (0, 255, 255), (0, 0, 255), (255, 0, 255)]
+    pure_images = np.array(pure, np.uint8)[:, None, None, :].repeat(4, 1).repeat(4, 2)
+    features = extractor.transform(pure_images)
+    for hue, vector in enumerate(features):
+        expected = np.zeros(24, np.float32)
+        expected[(hue * 2 + 1) * 2 + 1] = 1.0  # saturated and bright
+        np.testing.assert_allclose(vector, expected)
+    # dark gray and white: saturation 0, hue bin 0; half the pixels each -> sqrt(1/2)
+    half = np.full((1, 4, 4, 3), 40, np.uint8)
+    half[:, :2] = 255
+    np.testing.assert_allclose(np.flatnonzero(extractor.transform(half)[0]), [0, 1])
+    np.testing.assert_allclose(extractor.transform(half)[0, :2], np.sqrt(0.5))
+
+
+def test_hsv_histogram_is_a_unit_vector_at_any_size() -> None:
+    rng = np.random.default_rng(3)
+    for side in (32, 96):
+        images = rng.integers(0, 256, (5, side, side + 8, 3), dtype=np.uint8)
+        features = get_extractor("gch").transform(images)
+        assert features.shape == (5, 192)
+        np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -70,12 +98,14 @@ def test_gch_defaults_and_input_size() -> None:
 )
 def test_gch_rejects_wrong_input(images: np.ndarray) -> None:
     with pytest.raises(CbirError):
-        get_extractor("gch").transform(images)
+        get_extractor("gch", image_size=32).transform(images)
 
 
 @pytest.mark.parametrize(
-    "params", [{"bins": 0}, {"bins": 257}, {"bins": 2.5}, {"bins": "8"}, {"image_size": 0}]
-)
+    "params",
+    [{"bins": 0}, {"bins": 257}, {"bins": 2.5}, {"bins": "8"}, {"image_size": -1},
+     {"hue_bins": 0}, {"space": "lab"}],
+)  # fmt: skip
 def test_gch_rejects_invalid_params(params: dict) -> None:
-    with pytest.raises(CbirError, match="bins|image_size"):
+    with pytest.raises(CbirError, match="bins|image_size|space"):
         get_extractor("gch", **params)

@@ -4,6 +4,8 @@ augmentation, under inference_mode, channels-last and bfloat16 autocast."""
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,8 +24,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(1, keepdims=True)
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AMX or AVX512-BF16). Elsewhere bfloat16 is
+    emulated, several times slower than float32: EfficientNet-Lite0 ran 5x slower under
+    autocast than in float32 on a 2-core AVX2 AMD EPYC (benchmarks/README.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to tell cheaply, stay on the safe side
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def autocast(bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    """bfloat16 autocast when asked for and the CPU has it natively; float32 otherwise."""
+    if bf16 and native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _views(x: torch.Tensor, tta: int) -> list[tuple[torch.Tensor, float]]:
