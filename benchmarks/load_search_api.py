@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds, at most 60")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", type=Path, help=f"JSON file (default {RESULTS}/...)")
-    parser.add_argument("--threads", type=int, default=6, help="server request threads")
+    parser.add_argument("--threads", type=int, default=16, help="server request threads")
     parser.add_argument(
         "--index-during", metavar="SOURCE",
         help="run `cbir index SOURCE` into the collection during the load (a folder, or "

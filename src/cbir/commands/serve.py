@@ -47,7 +47,11 @@ def add_parser(commands) -> None:
         help="accept POST /api/images and DELETE (off by default; on when CBIR_WRITE_TOKEN "
         "is set, which a server reachable beyond this machine needs for writes)",
     )  # fmt: skip
-    serve.add_argument("--threads", type=int, default=6, help="request threads (default 6)")
+    serve.add_argument(
+        "--threads", type=int, default=16,
+        help="request threads (default 16: more than the cores, so a short request such as "
+        "/api/health shares the CPU with long ones instead of queueing behind them)",
+    )  # fmt: skip
     add_backend_arguments(serve, choose=False)
     serve.set_defaults(handler=run)
 
