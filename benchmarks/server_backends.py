@@ -219,18 +219,14 @@ def servers(tags: list[str], tmp: Path) -> Iterator[dict[str, tuple[str, list[in
     found: dict[str, tuple[str, list[int]]] = {}
     started = []
     try:
-        if "elasticsearch" in wanted:
-            node = es_server.recorded()
-            if node is None:
-                node = es_server.start()
-                started.append(node)
-            found["elasticsearch"] = (node.url, tree(node.pid))
-        if "milvus" in wanted:
-            running = milvus_server.recorded()
-            if running is None:
-                running = milvus_server.start()
-                started.append(running)
-            found["milvus"] = (running.uri, tree(running.pid))
+        for engine, module in (("elasticsearch", es_server), ("milvus", milvus_server)):
+            if engine in wanted:
+                running = module.recorded()
+                if running is None:
+                    running = module.start()
+                    started.append(running)
+                address = running.url if engine == "elasticsearch" else running.uri
+                found[engine] = (address, tree(running.pid))
         if "lite" in wanted:
             found["lite"] = (str(tmp / "bench.db"), [])  # Milvus Lite runs in this process
         yield found

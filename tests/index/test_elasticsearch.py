@@ -14,6 +14,7 @@ from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import create_index
 from cbir.index import elasticsearch_requests as req
 from cbir.servers import free_port
+from tests.index.batching import check_batches_match_the_exact_index
 from tests.servers.live import elasticsearch_url  # noqa: F401 (fixture)
 
 
@@ -157,27 +158,11 @@ def test_batches_answer_as_one_request_and_as_the_exact_index(
     index_name: str,
     mode: str,
 ) -> None:
-    rng = np.random.default_rng(6)
-    ids = [f"v{i}" for i in rng.permutation(300)]
-    vectors = rng.integers(-2, 3, (300, 8)).astype(np.float32)  # small integers: many ties
-    queries = rng.integers(-2, 3, (40, 8)).astype(np.float32)
-    exact = create_index("embedded", dim=8, metric="ip")
-    exact.add(ids, vectors)
     settings = {"search": mode, "num_candidates": 1000, "batch": 7}  # knn: every vector
     index = _open(elasticsearch_url, index_name, dim=8, metric="ip", **settings)
-    index.add(ids, vectors)
-    got_ids, got_scores = index.search(queries, 25)
-    want_ids, want_scores = exact.search(queries, 25)
-    assert got_ids == want_ids
-    np.testing.assert_array_equal(got_scores, want_scores)
-    assert index.search(queries[5], 25)[0] == [want_ids[5]]
-    # one _msearch per batch of 7 (ties at the boundary may add more: none without ties)
-    separated = rng.standard_normal((40, 8)).astype(np.float32)
-    index.search(separated, 5)
-    assert index.last_search.round_trips == 6  # ceil(40 / 7)
+    check_batches_match_the_exact_index(index, seed=6)
+    index.search(np.ones((3, 8), np.float32), 5)
     assert index.last_search.server_s is not None  # the server's own `took`
-    index.search(separated[0], 5)
-    assert index.last_search.round_trips == 1
     index.close()
 
 

@@ -12,6 +12,7 @@ import pytest
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import create_index
 from cbir.index.milvus import MAX_NQ
+from tests.index.batching import check_batches_match_the_exact_index
 from tests.servers.live import milvus_server_uri  # noqa: F401 (fixture)
 
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
@@ -60,25 +61,8 @@ def test_invalid_settings_and_ids_are_clear_errors(tmp_path: Path) -> None:
 
 # --- batched, lean searches ------------------------------------------------------------------
 def test_batches_answer_as_one_request_and_as_the_exact_index(tmp_path: Path) -> None:
-    rng = np.random.default_rng(5)
-    ids = [f"v{i}" for i in rng.permutation(400)]
-    vectors = rng.integers(-2, 3, (400, 8)).astype(np.float32)  # small integers: many ties
-    queries = rng.integers(-2, 3, (50, 8)).astype(np.float32)
-    exact = create_index("embedded", dim=8, metric="ip")
-    exact.add(ids, vectors)
     batched = _open(tmp_path, metric="ip", collection="batched", batch=7)
-    batched.add(ids, vectors)
-    got_ids, got_scores = batched.search(queries, 30)
-    want_ids, want_scores = exact.search(queries, 30)
-    assert got_ids == want_ids
-    np.testing.assert_array_equal(got_scores, want_scores)
-    assert batched.search(queries[3], 30)[0] == [want_ids[3]]
-    # one request per batch of 7 (ties at the boundary may add more: none without ties)
-    separated = rng.standard_normal((50, 8)).astype(np.float32)
-    batched.search(separated, 5)
-    assert batched.last_search.round_trips == 8  # ceil(50 / 7)
-    batched.search(separated[0], 5)
-    assert batched.last_search.round_trips == 1
+    check_batches_match_the_exact_index(batched, seed=5)
     batched.close()
 
 
