@@ -11,6 +11,7 @@ from cbir.collection import Collection
 from cbir.datasets import Dataset
 from cbir.errors import CbirError
 from cbir.features import get_extractor
+from cbir.images import read_image_file
 from cbir.pipeline import ContentPlan, index_dataset, index_folder, prefetched
 from tests.conftest import CLASS_COLOURS, noisy_image
 
@@ -129,3 +130,20 @@ def test_prefetched_keeps_order_raises_where_the_error_was_and_stops_early():
     time.sleep(0.05)
     assert len(produced) <= 8  # the producer stopped: it never ran far ahead
     assert not any(t.name == "cbir-prefetch" for t in threading.enumerate())
+
+
+def test_in_memory_images_are_resized_as_their_files_would_be(tmp_path):
+    """A dataset of another size than the extractor's input (CIFAR-10 for an ImageNet
+    network) is resized batch by batch, to the very pixels decoding its files gives."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    dataset = Dataset([f"i{n}" for n in range(5)], images, np.zeros(5, np.int64), ["a"])
+    extractor = get_extractor("hog", image_size=48)
+    with Collection.create(tmp_path / "col", extractor) as collection:
+        index_dataset(dataset, collection, batch_size=2)
+        stored = collection.vectors_of(dataset.ids)
+        assert collection.image_bytes("i0") is not None  # the original kept, not the resized
+    for n, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{n}.png")
+    from_files = np.stack([read_image_file(tmp_path / f"{n}.png", size=(48, 48)) for n in range(5)])
+    np.testing.assert_array_equal(stored, extractor.transform(from_files))

@@ -105,6 +105,19 @@ def _to_array(
     return np.asarray(image, dtype=np.uint8)
 
 
+def resize_batch(images: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """(N, H, W, 3) uint8 images at `size` (height, width), resized as decoding resizes a
+    file (so an in-memory image and its file give the same pixels); unchanged when they are
+    that size already or `size` is None."""
+    if size is None or images.shape[1:3] == tuple(size):
+        return images
+    out = np.empty((len(images), size[0], size[1], 3), dtype=np.uint8)
+    for row, image in enumerate(images):
+        resized = Image.fromarray(image).resize((size[1], size[0]), RESAMPLE, reducing_gap=3.0)
+        out[row] = np.asarray(resized)
+    return out
+
+
 def _flatten_to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -27,7 +27,7 @@ from cbir.datasets import Dataset, FolderEntry, scan_folder
 from cbir.errors import CbirError, ImageDecodeError
 from cbir.features import Extractor
 from cbir.image_store import png_bytes, sha256_bytes
-from cbir.images import DecodeLimits, decode_many
+from cbir.images import DecodeLimits, decode_many, resize_batch
 from cbir.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,13 @@ def describe(
     queries: bool = False,
 ) -> np.ndarray:
     """Vectors for a stack of images (queries through `transform_query`), computed batch by
-    batch to bound memory."""
+    batch to bound memory; each batch is resized to the extractor's input size first."""
     out = np.empty((len(images), extractor.dim), dtype=np.float32)
     vectors = extractor.transform_query if queries else extractor.transform
     with progress_bar(len(images), f"describe {label}".strip()) as bar:
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
-            out[start:stop] = vectors(images[start:stop])
+            out[start:stop] = vectors(resize_batch(images[start:stop], extractor.input_size))
             bar.update(min(stop, len(images)) - start)
     return out
 
@@ -233,12 +233,9 @@ def index_dataset(
     Each image keeps its file's path when it has one, else (with `store_images`) a PNG copy
     stored in the collection so the web app can show it. Idempotent by id: a dataset's ids
     name fixed images."""
+    # Images of another size are resized batch by batch, as decoding would resize them (CIFAR-10
+    # at an ImageNet network's 224x224 would not fit in memory whole).
     size = collection.extractor.input_size
-    if size is not None and len(dataset) and dataset.images.shape[1:3] != tuple(size):
-        raise CbirError(
-            f"dataset images are {dataset.images.shape[1]}x{dataset.images.shape[2]} but the "
-            f"extractor expects {size[0]}x{size[1]}"
-        )
     report = IndexReport(total_files=len(dataset))
     known = collection.known_ids()
     label_names = dataset.label_names()
@@ -247,7 +244,8 @@ def index_dataset(
         stop = min(start + batch_size, len(dataset))
         fresh = [i for i in range(start, stop) if dataset.ids[i] not in known]
         batch = _Batch(size=stop - start, skipped=(stop - start) - len(fresh))
-        batch.images = dataset.images[fresh]
+        original = dataset.images[fresh]
+        batch.images = resize_batch(original, size)
         height, width = dataset.images.shape[1:3]
         if dataset.paths:
             paths = [dataset.paths[i] for i in fresh]
@@ -255,10 +253,10 @@ def index_dataset(
             height = width = None  # the file's own size is not the decoded one
         else:
             paths = [None] * len(fresh)
-            if store_images:
-                batch.blobs = [png_bytes(image) for image in batch.images]
+            if store_images:  # the image as it is, not as the extractor sees it
+                batch.blobs = [png_bytes(image) for image in original]
             # without a stored copy, the pixels themselves are the content
-            contents = batch.blobs or [image.tobytes() for image in batch.images]
+            contents = batch.blobs or [image.tobytes() for image in original]
             digests = [sha256_bytes(content) for content in contents]
         batch.records = [
             ImageRecord(dataset.ids[i], path, label_names[i], digest, width, height)
