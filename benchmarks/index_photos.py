@@ -1,0 +1,108 @@
+"""Indexing speed and peak memory of `cbir index PHOTOS` end to end, with a photo extractor.
+
+    .venv/bin/python benchmarks/index_photos.py PHOTOS [--n 1000] [--size 384x256]
+        [--extractor efficientnet] [-p KEY=VALUE ...] [--batch-size N]
+
+Takes the first N photos of a labelled folder (class subfolders, sorted, round-robin over the
+classes), re-encodes them as JPEG (quality 90) at --size into a scratch folder so that every
+run decodes the same bytes, then times one real `cbir -q index` process into a new collection
+(start-up, JPEG draft decoding straight to the extractor's input size, describing, committing)
+and reads that process's peak RSS. Prints and saves benchmarks/results/index_photos.json.
+Issue 21 asks for >= 100 images/s on 2 cores and a peak RSS <= 1.5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from cbir.benchmarking.measure import save_result
+from cbir.images import IMAGE_SUFFIXES
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "index_photos.json"
+
+
+def photo_sample(folder: Path, n: int) -> list[Path]:
+    """Up to n photos, taken in turn from each class subfolder (sorted), so classes stay even."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    lists = [sorted(f for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) for c in classes]
+    picked: list[Path] = []
+    for i in range(max(map(len, lists), default=0)):
+        picked += [files[i] for files in lists if i < len(files)]
+    return picked[:n]
+
+
+def write_copies(photos: list[Path], target: Path, size: tuple[int, int]) -> None:
+    for photo in photos:
+        out = target / photo.parent.name / (photo.stem + ".jpg")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(photo) as image:
+            image.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(out, quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photos", type=Path, help="labelled folder of photos (class subfolders)")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--size", default="384x256", help="WIDTHxHEIGHT of the indexed JPEGs")
+    parser.add_argument("--extractor", default="efficientnet")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--batch-size", type=int, help="cbir index --batch-size (default: its own)")
+    args = parser.parse_args()
+    width, height = (int(side) for side in args.size.lower().split("x"))
+
+    scratch = Path(tempfile.mkdtemp(prefix="cbir-photo-bench-"))
+    try:
+        photos = photo_sample(args.photos, args.n)
+        write_copies(photos, scratch / "photos", (width, height))
+        command = [sys.executable, "-m", "cbir.cli", "-q", "index", str(scratch / "photos"),
+                   "-c", str(scratch / "collection"), "-e", args.extractor]  # fmt: skip
+        for param in args.param:
+            command += ["-p", param]
+        if args.batch_size:
+            command += ["--batch-size", str(args.batch_size)]
+        # As DESIGN.md allows for benchmarks: an old OpenBLAS's settings slow a current numpy.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}  # fmt: skip
+        load_before = os.getloadavg()
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        elapsed = time.perf_counter() - started
+        load_after = os.getloadavg()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if result.returncode != 0:
+        sys.exit(f"cbir index failed:\n{result.stderr}")
+    # ru_maxrss of waited-for children is in KiB on Linux: the one child is `cbir index`
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    figures = {
+        "command": " ".join(["cbir -q index PHOTOS -c DIR", *command[8:]]),
+        "source": str(args.photos),
+        "images": len(photos),
+        "image_size": f"{width}x{height} JPEG (quality 90)",
+        "seconds": round(elapsed, 2),
+        "images_per_s": round(len(photos) / elapsed, 1),
+        "peak_rss_gb": round(peak_rss / 1e9, 3),
+        "summary": result.stdout.strip(),
+        "cpus": os.cpu_count(),
+        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        "machine": platform.processor() or platform.machine(),
+    }
+    print(json.dumps(figures, indent=2))
+    save_result(RESULTS, figures)
+
+
+if __name__ == "__main__":
+    main()
