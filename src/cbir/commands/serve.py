@@ -11,8 +11,9 @@ from cbir.commands import add_backend_arguments
 from cbir.errors import CbirError
 
 # waitress refuses a body past the app's upload limit plus this (room for multipart headers)
-# before reading it, and holds every body it accepts in memory: uploads never touch the disk.
-# The price: at most `connection_limit` (100) bodies of that size in memory at once.
+# before reading it, and holds every body it accepts, and every answer up to that size (an
+# image served back), in memory: neither touches the disk. The price: at most
+# `connection_limit` (100) bodies of that size in memory at once.
 BODY_SLACK = 64 * 1024
 # waitress reads sockets in its one I/O thread; its default 8 KB reads make a 16 MB upload two
 # thousand trips through Python that every request waits behind (the GIL).
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             app, host=args.host, port=args.port, threads=args.threads, ident="cbir",
             max_request_body_size=config.max_upload_bytes + BODY_SLACK,
             inbuf_overflow=config.max_upload_bytes + BODY_SLACK + 1,
+            outbuf_overflow=config.max_upload_bytes + BODY_SLACK + 1,  # image bytes served back
             recv_bytes=RECV_BYTES,
         )  # fmt: skip
     except OSError as error:
