@@ -64,7 +64,7 @@ class WebConfig:
         CBIR_DECODE_PIXELS_PER_S and CBIR_BODY_BYTES_PER_S, more host names from
         CBIR_ALLOWED_HOSTS (comma separated) and the write token from CBIR_WRITE_TOKEN."""
         extra_hosts = tuple(os.environ.get(ALLOWED_HOSTS_ENV, "").split(","))
-        policy = AdmissionPolicy()
+        budgets = AdmissionPolicy()
         return cls(
             collection=Path(collection),
             backend_options=dict(backend_options or {}),
@@ -75,8 +75,8 @@ class WebConfig:
             allow_writes=allow_writes,
             write_token=os.environ.get(WRITE_TOKEN_ENV) or None,
             admission=AdmissionPolicy(
-                pixels_per_s=_positive_env("CBIR_DECODE_PIXELS_PER_S", policy.pixels_per_s),
-                body_bytes_per_s=_positive_env("CBIR_BODY_BYTES_PER_S", policy.body_bytes_per_s),
+                pixels_per_s=_positive_env("CBIR_DECODE_PIXELS_PER_S", budgets.pixels_per_s),
+                body_bytes_per_s=_positive_env("CBIR_BODY_BYTES_PER_S", budgets.body_bytes_per_s),
             ),
         )
 
@@ -152,7 +152,6 @@ def create_app(config: WebConfig) -> Flask:
                 "extractor": extractor_name,
                 "about": extractor_about(extractor_name),
             },
-            "writes": writes.enabled,
         }
 
     return app
