@@ -82,7 +82,7 @@ def test_hsv_histogram_is_a_unit_vector_at_any_size() -> None:
     for side in (32, 96):
         images = rng.integers(0, 256, (5, side, side + 8, 3), dtype=np.uint8)
         features = get_extractor("gch").transform(images)
-        assert features.shape == (5, 192)
+        assert features.shape == (5, 256)
         np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
 
 
@@ -109,3 +109,18 @@ def test_gch_rejects_wrong_input(images: np.ndarray) -> None:
 def test_gch_rejects_invalid_params(params: dict) -> None:
     with pytest.raises(CbirError, match="bins|image_size|space"):
         get_extractor("gch", **params)
+
+
+def test_a_collection_saved_before_hsv_keeps_its_gray_histogram(tmp_path) -> None:
+    import json
+
+    from cbir.features import load_extractor
+
+    folder = tmp_path / "extractor"
+    folder.mkdir()
+    saved = {"name": "gch", "params": {"bins": 64, "image_size": 32}}  # written by the old gch
+    (folder / "params.json").write_text(json.dumps(saved))
+    loaded = load_extractor(folder)
+    assert loaded.params["space"] == "gray" and not loaded.params["sqrt"]
+    image = np.full((1, 32, 32, 3), 200, np.uint8)
+    assert loaded.transform(image)[0].tolist() == [0.0] * 50 + [1024.0] + [0.0] * 13

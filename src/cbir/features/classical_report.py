@@ -101,7 +101,8 @@ def feature_blocks(
 
     makers = {
         "hog": lambda: get_extractor("hog").transform,
-        "gch": lambda: get_extractor("gch").transform,
+        # the reference's GCH: gray-level counts (the default gch is an HSV histogram)
+        "gch": lambda: get_extractor("gch", space="gray", sqrt=False).transform,
         "sift": lambda: reference().word_histograms,
         "bovw": lambda: dense().features,
     }

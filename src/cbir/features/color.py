@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cbir.errors import CbirError
 from cbir.features import register
-from cbir.features.base import Extractor, map_in_chunks
+from cbir.features.base import PARAMS_FILE, Extractor, map_in_chunks
 
 # Pillow's fixed-point ITU-R 601 weights (0.299, 0.587, 0.114) * 2**16; they sum to 2**16, so
 # white stays 255. OpenCV's cvtColor uses 14-bit weights (4899, 9617, 1868) and rounds a few
@@ -77,7 +79,7 @@ class ColorHistogram(Extractor):
     about = "overall colour (HSV colour histogram)"
     defaults = {
         "space": "hsv",
-        "hue_bins": 12,  # 12 x 4 x 4 = 192 bins (measured in README: 16 x 4 x 4 is no better)
+        "hue_bins": 16,  # 16 x 4 x 4 = 256 bins; 12 or 24 hues, 3 saturations/values: +-0.01 P@10
         "saturation_bins": 4,
         "value_bins": 4,
         "bins": 256,  # gray levels (space=gray only)
@@ -94,6 +96,14 @@ class ColorHistogram(Extractor):
             self._check_range(key, 1, 64)
         self._check_range("image_size", 0)
         self._bin_of_level = gray_level_bins(self.params["bins"])
+
+    @classmethod
+    def load(cls, folder: Path) -> Extractor:
+        """A collection saved before gch had `space` holds the reference's gray counts."""
+        params = json.loads((Path(folder) / PARAMS_FILE).read_text())["params"]
+        if "space" not in params:
+            return cls(**params, space="gray", sqrt=False)
+        return cls(**params)
 
     @property
     def gray(self) -> bool:
