@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from cbir.features import get_extractor
+from cbir.features import extractor_class, get_extractor
 from tests.web.helpers import query_png
 
 SCRIPT = "<script>alert(1)</script>"
@@ -20,6 +20,9 @@ def test_home_offers_an_upload_form_and_examples(client):
     examples = re.findall(r'href="/\?id=(img-[a-z]+-\d)&amp;k=10"', html)
     assert 1 <= len(examples) <= 12
     assert "18 images" in html and "<code>gch</code>" in html
+    # What the extractor matches, in its own words (when it has some).
+    about = getattr(extractor_class("gch"), "about", "")
+    assert f"Extractor <code>gch</code>{': ' + about if about else ''}</p>" in html
 
 
 def test_upload_shows_results_with_a_preview(client):
