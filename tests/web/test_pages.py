@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import re
 
+from markupsafe import escape
+
 from cbir.features import extractor_class, get_extractor
 from tests.web.helpers import query_png
 
@@ -21,7 +23,7 @@ def test_home_offers_an_upload_form_and_examples(client):
     assert 1 <= len(examples) <= 12
     assert "18 images" in html and "<code>gch</code>" in html
     # What the extractor matches, in its own words (when it has some).
-    about = getattr(extractor_class("gch"), "about", "")
+    about = str(escape(getattr(extractor_class("gch"), "about", "")))
     assert f"Extractor <code>gch</code>{': ' + about if about else ''}</p>" in html
 
 
