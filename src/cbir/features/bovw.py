@@ -289,6 +289,8 @@ class ClassFusedBovw(Extractor):
 class ReferenceBovw(ClassFusedBovw):
     """HOG ⊕ raw SIFT word counts (⊕ one-hot), exactly as the reference notebook; or ORB words."""
 
+    about = "the reference design's SIFT words + HOG, with the predicted class appended"
+
     defaults = {
         "descriptor": "sift",  # sift (the reference) or orb
         "vocabulary_size": 400,
@@ -365,6 +367,8 @@ class ReferenceBovw(ClassFusedBovw):
 @register("bovw")
 class Bovw(ClassFusedBovw):
     """Dense descriptors -> triangle codes -> spatial pyramid -> power+L2 blocks, ⊕ HOG."""
+
+    about = "local patterns and textures (visual words learnt on your labelled images)"
 
     defaults = {
         "descriptor": "patches",  # patches (colour, Coates et al.) or rootsift (dense grid)

@@ -37,6 +37,8 @@ MAX_ORIENTATIONS = 180  # keeps float32 angle errors far inside _EDGE_MARGIN
 class HogExtractor(Extractor):
     """HOG on the gray image with square cells and blocks, L2-Hys block normalisation."""
 
+    about = "shapes and edges (histogram of oriented gradients)"
+
     defaults = {
         "orientations": 9,
         "pixels_per_cell": 8,

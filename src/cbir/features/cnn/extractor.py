@@ -41,6 +41,8 @@ STATE_FILE = "cnn_state.json"
 class CnnExtractor(Extractor):
     """Embeddings of a CNN; `weights` "" is the default network committed with cbir."""
 
+    about = "CIFAR-10's ten classes at 32x32 (a CNN trained by cbir), or the network you give"
+
     defaults = {
         "weights": "",  # "" = committed default; a `cbir train` folder or a model file
         "arch": "",  # for a bare .safetensors state dict: airbench, lenet, mlp, torchvision:NAME
@@ -113,7 +115,14 @@ class CnnExtractor(Extractor):
         from cbir.features.cnn.inference import infer
 
         side = self.params["image_size"]
-        probe, logits = infer(reader, np.zeros((2, side, side, 3), np.uint8), bf16=False)
+        try:
+            probe, logits = infer(reader, np.zeros((2, side, side, 3), np.uint8), bf16=False)
+        except RuntimeError as error:  # a shape mismatch deep in the network
+            why = str(error).strip().splitlines()[0]
+            raise CbirError(
+                f"the network cannot take {side}x{side} images (parameter image_size={side}): "
+                f"{why}; give the image_size it was trained at (32 for cbir's own networks)"
+            ) from None
         return probe.shape[1], (None if logits is None else logits.shape[1])
 
     @property
