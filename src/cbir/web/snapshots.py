@@ -4,10 +4,12 @@ Catching an index up with what another process committed invalidates state deriv
 whole index (the embedded index's tie-break ranks and duplicate map: 0.35 s to rebuild on
 50,000 images), and a request that refreshed would pay for it while every other reader waited
 on the collection's mutex. So two read-only Collections take turns: one serves every request,
-untouched; a background thread (at a lower scheduling priority) catches the other up, warms
-it with one search, and swaps it in, at most once every `every_s` seconds and only when
-something changed. Readers see another process's images within about that long; a write made
-through this server swaps at once (`refresh`), so its client reads what it wrote.
+untouched; a background thread (at a lower scheduling priority) watches the database's
+generation and, when it moved, catches the other up, warms it with one search, and swaps it
+in, at most once every `every_s` seconds. The second Collection (its own extractor and index
+in memory) is opened only when something first changes. Readers see another process's images
+within about that long; a write made through this server swaps at once (`refresh`), so its
+client reads what it wrote.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cbir.collection import Collection
+from cbir.collection import METADATA, Collection
+from cbir.database import Database
 from cbir.web.admission import lower_priority
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ class Snapshots:
         self._open = open_reader
         self.current = warm(open_reader())  # what requests read; replaced, never refreshed
         self._standby: Collection | None = None  # opened at the first change
+        # One tiny query tells whether anything was committed since `current` was caught up.
+        self._watch = Database(self.current.folder / METADATA, read_only=True)
         self._refreshing = threading.Lock()
         self._stop = threading.Event()
         self._every_s = every_s
@@ -46,6 +51,8 @@ class Snapshots:
     def refresh(self) -> None:
         """Swap in a snapshot caught up with every commit, when there is any."""
         with self._refreshing:
+            if self._watch.generation() == self.current.generation:
+                return
             standby = self._standby or self._open()
             self._standby = standby
             standby.refresh()
@@ -66,6 +73,7 @@ class Snapshots:
         self._stop.set()
         self._thread.join(timeout=10)
         with self._refreshing:
+            self._watch.close()
             for collection in (self.current, self._standby):
                 if collection is not None:
                     collection.close()
