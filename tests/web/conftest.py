@@ -35,6 +35,20 @@ def app(collection_dir):
 
 
 @pytest.fixture
+def make_app(collection_dir):
+    """Apps of the test's own configuration on its collection, closed afterwards."""
+    made = []
+
+    def make(**settings):
+        made.append(create_app(WebConfig(collection=collection_dir, **settings)))
+        return made[-1]
+
+    yield make
+    for app in made:
+        app.extensions[EXTENSION_KEY].close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

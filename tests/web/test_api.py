@@ -177,20 +177,16 @@ def test_add_validates_its_fields(client, data, status):
     assert client.post("/api/images", data=data).status_code == status
 
 
-def test_writes_are_off_unless_asked_for(collection_dir):
-    from cbir.web import WebConfig, create_app
-
-    client = create_app(WebConfig(collection=collection_dir)).test_client()
+def test_writes_are_off_unless_asked_for(make_app):
+    client = make_app().test_client()
     refused = client.post("/api/images", data=upload(query_png(seed=6)))
     assert refused.status_code == 403 and "--allow-writes" in refused.json["error"]
     assert client.delete("/api/images/img-dark-0").status_code == 403
     assert client.get("/api/search?id=img-dark-0&k=3").status_code == 200
 
 
-def test_writes_need_the_bearer_token_when_one_is_set(collection_dir):
-    from cbir.web import WebConfig, create_app
-
-    client = create_app(WebConfig(collection=collection_dir, write_token="s3cret")).test_client()
+def test_writes_need_the_bearer_token_when_one_is_set(make_app):
+    client = make_app(write_token="s3cret").test_client()
     missing = client.post("/api/images", data=upload(query_png(seed=6)))
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
     for header in ("Bearer nope", "s3cret", "Basic s3cret", "Bearer  s3cret", "Bearer s3cret x"):
@@ -200,14 +196,13 @@ def test_writes_need_the_bearer_token_when_one_is_set(collection_dir):
     assert client.delete("/api/images/img-dark-0", headers=right).status_code == 200
 
 
-def test_a_server_reachable_from_other_machines_needs_a_token_for_writes(collection_dir):
+def test_a_server_reachable_from_other_machines_needs_a_token_for_writes(make_app):
     from cbir.errors import CbirError
-    from cbir.web import WebConfig, create_app
 
     with pytest.raises(CbirError, match="writes need a token: set CBIR_WRITE_TOKEN"):
-        create_app(WebConfig(collection=collection_dir, host="0.0.0.0", allow_writes=True))
-    app = create_app(WebConfig(collection=collection_dir, host="0.0.0.0", write_token="t"))
-    app.extensions["cbir"].close()
+        make_app(host="0.0.0.0", allow_writes=True)
+    with_token = make_app(host="0.0.0.0", write_token="t").test_client()
+    assert with_token.get("/api/health").status_code == 200
 
 
 def test_writes_from_another_site_are_refused(client):
@@ -229,10 +224,8 @@ def test_api_errors_are_json(client):
     assert set(wrong.headers["Allow"].split(", ")) >= {"GET", "POST"}
 
 
-def test_upload_limit_is_a_json_413(collection_dir):
-    from cbir.web import WebConfig, create_app
-
-    app = create_app(WebConfig(collection=collection_dir, max_upload_bytes=1000))
+def test_upload_limit_is_a_json_413(make_app):
+    app = make_app(max_upload_bytes=1000)
     response = app.test_client().post("/api/search", data=upload(b"\x89PNG" + b"\0" * 2000))
     assert response.status_code == 413
     assert response.json["error"].startswith("the request is larger than")
