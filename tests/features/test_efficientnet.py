@@ -48,8 +48,15 @@ def test_photos_get_their_imagenet_class(extractor, photos: np.ndarray) -> None:
 
 def test_vectors_are_unit_length_and_bf16_keeps_them(extractor, photos: np.ndarray) -> None:
     vectors = extractor.transform(photos)
-    assert vectors.shape == (3, 1280) == (3, extractor.dim)
+    assert vectors.shape == (3, 1280 + 1000) == (3, extractor.dim)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # the two blocks: the pooled feature and the class probabilities, each unit length / sqrt 2
+    np.testing.assert_allclose(np.linalg.norm(vectors[:, :1280], axis=1), 0.5**0.5, atol=1e-5)
+    pooled = get_extractor("efficientnet", scores_weight=0.0, bf16=False, threads=1)
+    assert pooled.dim == 1280
+    features = extractor.embeddings_and_logits(photos)[0]
+    expected = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled.transform(photos), expected, atol=1e-6)
     bf16 = get_extractor("efficientnet", threads=1).transform(photos)
     assert (np.sum(vectors * bf16, axis=1) > 0.99).all()
 
@@ -62,7 +69,7 @@ def test_a_mirrored_photo_is_nearest_its_original(extractor, photos: np.ndarray)
 
 def test_pca_state_round_trip(tmp_path: Path, photos: np.ndarray) -> None:
     fitted = get_extractor("efficientnet", pca=2, threads=1).fit(photos)
-    assert fitted.needs_fit and fitted.transform(photos).shape == (3, 2)
+    assert fitted.needs_fit and fitted.transform(photos).shape == (3, 2 + 1000)
     fitted.save(tmp_path / "x")
     loaded = load_extractor(tmp_path / "x")
     np.testing.assert_array_equal(loaded.transform(photos), fitted.transform(photos))
@@ -80,12 +87,13 @@ def test_user_state_dict_of_the_same_network(tmp_path: Path, extractor, photos) 
     for name in ("mine.pth", "mine.safetensors"):
         mine = get_extractor("efficientnet", weights=str(tmp_path / name), bf16=False, threads=1)
         np.testing.assert_allclose(mine.transform(photos), expected, atol=1e-6)
-    # the `cnn` extractor takes it too, as a named architecture of ours
+    # the `cnn` extractor takes it too, as a named architecture of ours (its pooled feature)
     cnn = get_extractor(
         "cnn", weights=str(tmp_path / "mine.pth"), arch="efficientnet-lite0", image_size=224,
         normalisation="lite", bf16=False, threads=1,
     )  # fmt: skip
-    np.testing.assert_allclose(cnn.transform(photos), expected, atol=1e-5)
+    pooled = get_extractor("efficientnet", scores_weight=0.0, bf16=False, threads=1)
+    np.testing.assert_allclose(cnn.transform(photos), pooled.transform(photos), atol=1e-5)
 
 
 def test_collection_notices_changed_weights(tmp_path: Path, photos: np.ndarray) -> None:

