@@ -56,6 +56,10 @@ def main() -> None:
     parser.add_argument("-p", "--param", action="append", type=parse_param, default=[])
     parser.add_argument("-b", "--backend", action="append", choices=list(BACKENDS))
     parser.add_argument("--queries", type=int, default=10_000, help="first N test images")
+    parser.add_argument(
+        "--lite-queries", type=int, default=1_000,
+        help="queries for Milvus Lite (milvus-lite 3.x searches in Python: ~10 queries/s here)",
+    )  # fmt: skip
     parser.add_argument("--batches", default="", help="batch sizes to time, e.g. 64,256,1024")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
@@ -108,6 +112,8 @@ def main() -> None:
             rankings[tag] = ranked
             results[tag] = result
             print(tag, json.dumps(result), file=sys.stderr, flush=True)
+            if args.out:  # what is measured is kept, should a later backend fail
+                save_result(args.out, results)
     results["uptime_end"] = uptime()
     print(json.dumps(results, indent=2))
     if args.out:
