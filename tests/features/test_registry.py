@@ -49,7 +49,7 @@ def test_params_are_complete_and_json_serialisable(name: str) -> None:
 
 
 def test_numpy_integers_become_plain_ints() -> None:
-    extractor = get_extractor("gch", bins=np.int64(32))
+    extractor = get_extractor("gch", space="gray", bins=np.int64(32))
     assert type(extractor.params["bins"]) is int
     assert extractor.dim == 32
 

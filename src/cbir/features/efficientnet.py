@@ -29,17 +29,17 @@ import numpy as np
 from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
+from cbir.features.cnn.feature_pca import FeaturePca
 from cbir.index.base import l2_normalise
 
 if TYPE_CHECKING:
     from cbir.features.cnn.models import Reader
 
-PCA_FILE = "pca.npz"
 STATE_FILE = "efficientnet_state.json"
 
 
 @register("efficientnet")
-class EfficientNetExtractor(Extractor):
+class EfficientNetExtractor(FeaturePca, Extractor):
     """Pooled features of EfficientNet-Lite0 (ImageNet-1k), L2-normalised."""
 
     about = "objects and scenes (ImageNet-pretrained EfficientNet-Lite0)"
@@ -63,17 +63,6 @@ class EfficientNetExtractor(Extractor):
         self._check_range("threads", 1)
         self._reader: Reader | None = None
         self._classes: int | None = None
-        self.pca_mean_: np.ndarray | None = None
-        self.pca_components_: np.ndarray | None = None
-
-    @property
-    def needs_fit(self) -> bool:  # type: ignore[override]
-        return self.params["pca"] > 0
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        side = self.params["image_size"]
-        return (side, side)
 
     @property
     def dim(self) -> int:
@@ -114,19 +103,14 @@ class EfficientNetExtractor(Extractor):
         """Fit PCA on the index images' features (nothing to learn without pca)."""
         if not self.params["pca"]:
             return self
-        from cbir.features.cnn.extractor import fit_pca
-
         batches = [images] if isinstance(images, np.ndarray) else images
         features = np.concatenate([self.embeddings_and_logits(b)[0] for b in batches])
-        self.pca_mean_, self.pca_components_ = fit_pca(features, self.params["pca"])
+        self._fit_pca(features)
         return self
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         features, logits = self.embeddings_and_logits(images)
-        if self.params["pca"]:
-            if self.pca_components_ is None:
-                raise CbirError("extractor 'efficientnet' with pca > 0 must be fitted first")
-            features = (features - self.pca_mean_) @ self.pca_components_.T
+        features = self._project(features)
         weight = self.params["scores_weight"]
         if not weight:
             return l2_normalise(features)
@@ -146,8 +130,7 @@ class EfficientNetExtractor(Extractor):
     def _save_state(self, folder: Path) -> None:
         state = {"weights_sha256": self._weights_sha256()}
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if self.pca_components_ is not None:
-            np.savez(folder / PCA_FILE, mean=self.pca_mean_, components=self.pca_components_)
+        self._save_pca(folder)
 
     def _load_state(self, folder: Path) -> None:
         state_path = folder / STATE_FILE
@@ -158,6 +141,4 @@ class EfficientNetExtractor(Extractor):
                     f"the EfficientNet weights changed since this collection was built "
                     f"({folder}); re-index it or point weights= at the original file"
                 )
-        if (folder / PCA_FILE).is_file():
-            with np.load(folder / PCA_FILE, allow_pickle=False) as arrays:
-                self.pca_mean_, self.pca_components_ = arrays["mean"], arrays["components"]
+        self._load_pca(folder)

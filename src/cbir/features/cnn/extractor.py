@@ -25,20 +25,20 @@ import numpy as np
 from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
+from cbir.features.cnn.feature_pca import FeaturePca
 from cbir.index.base import l2_normalise
 from cbir.progress import progress_bar
 
 if TYPE_CHECKING:
     from cbir.features.cnn.models import Reader
 
-PCA_FILE = "pca.npz"
 # the keys of networks.NORMALISATIONS, named here so that checking parameters needs no torch
 NORMALISATION_NAMES = ("cifar", "imagenet", "lite")
 STATE_FILE = "cnn_state.json"
 
 
 @register("cnn")
-class CnnExtractor(Extractor):
+class CnnExtractor(FeaturePca, Extractor):
     """Embeddings of a CNN; `weights` "" is the default network committed with cbir."""
 
     about = "CIFAR-10's ten classes at 32x32 (a CNN trained by cbir), or the network you give"
@@ -86,8 +86,6 @@ class CnnExtractor(Extractor):
         self._committee: list[Reader] = []
         self._embedding_dim: int | None = None
         self._classes: int | None = None
-        self.pca_mean_: np.ndarray | None = None
-        self.pca_components_: np.ndarray | None = None
 
     # --- the network, loaded on first use so that listing extractors stays instant -------------
     def _load(self) -> None:
@@ -126,15 +124,6 @@ class CnnExtractor(Extractor):
         return probe.shape[1], (None if logits is None else logits.shape[1])
 
     @property
-    def needs_fit(self) -> bool:  # type: ignore[override]
-        return self.params["pca"] > 0
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        side = self.params["image_size"]
-        return (side, side)
-
-    @property
     def dim(self) -> int:
         self._load()
         base = self.params["pca"] or self._embedding_dim
@@ -169,7 +158,7 @@ class CnnExtractor(Extractor):
             return self
         batches = [images] if isinstance(images, np.ndarray) else images
         embeddings = np.concatenate([self._raw(check_image_batch(b))[0] for b in batches])
-        self.pca_mean_, self.pca_components_ = fit_pca(embeddings, self.params["pca"])
+        self._fit_pca(embeddings)
         return self
 
     @property
@@ -249,10 +238,7 @@ class CnnExtractor(Extractor):
         )  # fmt: skip
 
     def _finish(self, embeddings: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
-        if self.params["pca"]:
-            if self.pca_components_ is None:
-                raise CbirError("extractor 'cnn' with pca > 0 must be fitted before transform")
-            embeddings = (embeddings - self.pca_mean_) @ self.pca_components_.T
+        embeddings = self._project(embeddings)
         vectors = l2_normalise(embeddings)
         if not self.params["class_fusion"]:
             return vectors
@@ -268,8 +254,7 @@ class CnnExtractor(Extractor):
         state = {"weights_sha256": weights_checksum(self.params["weights"]),
                  "classifiers_sha256": self._classifier_checksums()}  # fmt: skip
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
-        if self.pca_components_ is not None:
-            np.savez(folder / PCA_FILE, mean=self.pca_mean_, components=self.pca_components_)
+        self._save_pca(folder)
 
     def _load_state(self, folder: Path) -> None:
         state_path = folder / STATE_FILE
@@ -285,9 +270,7 @@ class CnnExtractor(Extractor):
                     f"the CNN classifiers changed since this collection was built ({folder}); "
                     "re-index it or point classifiers= at the original models"
                 )
-        if (folder / PCA_FILE).is_file():
-            with np.load(folder / PCA_FILE, allow_pickle=False) as arrays:
-                self.pca_mean_, self.pca_components_ = arrays["mean"], arrays["components"]
+        self._load_pca(folder)
 
     def _classifier_checksums(self) -> list[str]:
         return [weights_checksum(str(p)) for p in classifier_paths(self.params["classifiers"])]
@@ -329,14 +312,3 @@ def weights_checksum(weights: str) -> str:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
-
-
-def fit_pca(embeddings: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, components) of a PCA keeping `components` directions, float32: project with
-    `(x - mean) @ components.T`."""
-    if components > min(embeddings.shape):
-        raise CbirError(f"pca={components} exceeds what {embeddings.shape} embeddings can give")
-    mean = embeddings.mean(0)
-    centred = embeddings.astype(np.float64) - mean
-    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
-    return mean.astype(np.float32), eigenvectors[:, ::-1][:, :components].T.astype(np.float32)
