@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cbir.benchmarking.measure import save_result
+from cbir.benchmarking.measure import load_average, machine, save_result
 from cbir.images import IMAGE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +75,11 @@ def main() -> None:
         # As DESIGN.md allows for benchmarks: an old OpenBLAS's settings slow a current numpy.
         env = {k: v for k, v in os.environ.items()
                if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}  # fmt: skip
-        load_before = os.getloadavg()
+        load_before = load_average()
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         elapsed = time.perf_counter() - started
-        load_after = os.getloadavg()
+        load_after = load_average()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if result.returncode != 0:
@@ -96,9 +95,8 @@ def main() -> None:
         "images_per_s": round(len(photos) / elapsed, 1),
         "peak_rss_gb": round(peak_rss / 1e9, 3),
         "summary": result.stdout.strip(),
-        "cpus": os.cpu_count(),
-        "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        "machine": platform.processor() or platform.machine(),
+        "load_average_before_after": [load_before, load_after],
+        "machine": machine(),
     }
     print(json.dumps(figures, indent=2))
     save_result(RESULTS, figures)
