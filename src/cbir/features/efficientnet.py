@@ -40,7 +40,7 @@ STATE_FILE = "efficientnet_state.json"
 
 @register("efficientnet")
 class EfficientNetExtractor(FeaturePca, Extractor):
-    """Pooled features of EfficientNet-Lite0 (ImageNet-1k), L2-normalised."""
+    """Pooled features of EfficientNet-Lite0 (ImageNet-1k) and its class probabilities."""
 
     about = "objects and scenes (ImageNet-pretrained EfficientNet-Lite0)"
     defaults = {
