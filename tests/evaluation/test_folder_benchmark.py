@@ -124,7 +124,8 @@ def test_examples_are_saved_for_the_report(folder_runs):
 
 def test_extractor_from_a_collection(image_folder, tmp_path, capsys):
     collection = tmp_path / "col"
-    Collection.create(collection, get_extractor("gch", bins=16)).close()
+    extractor = get_extractor("gch", bins=16)
+    Collection.create(collection, extractor).close()
     out = tmp_path / "run"
     code = main([
         "-q", "benchmark", "folder", str(image_folder), "--extractor-from", str(collection),
@@ -132,7 +133,7 @@ def test_extractor_from_a_collection(image_folder, tmp_path, capsys):
     ])  # fmt: skip
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["extractor"] == {"name": "gch", "params": {"bins": 16, "image_size": 32}}
+    assert metrics["extractor"] == {"name": "gch", "params": extractor.params}
     assert metrics["extractor_fit"].startswith("loaded from collection")
     assert "near_duplicates" not in metrics and not (out / "examples").exists()
     assert "leave-one-out" in capsys.readouterr().out

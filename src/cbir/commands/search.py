@@ -38,8 +38,16 @@ def add_parser(commands) -> None:
     search.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _open(args: argparse.Namespace):
+    """The collection, read-only: a search never waits on a writer."""
     from cbir.collection import Collection
+
+    return Collection.open(
+        args.collection, read_only=True, backend_options=dict(args.backend_option)
+    )
+
+
+def run(args: argparse.Namespace) -> int:
     from cbir.images import read_image_file
 
     if args.batch is not None:
@@ -48,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise CbirError("give a query IMAGE, or --batch QUERY_DIR --run FILE")
     if args.k < 1:
         raise CbirError("-k must be at least 1")
-    with Collection.open(
-        args.collection, read_only=True, backend_options=dict(args.backend_option)
-    ) as collection:  # read-only: never waits on a writer
+    with _open(args) as collection:
         image = read_image_file(args.image, size=collection.extractor.input_size)
         hits = collection.search_images(image[None], k=args.k)[0]
         # a server backend's requests for this query: round trips, their time, the server's
@@ -71,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
 def run_batch(args: argparse.Namespace) -> int:
     """`--batch QUERY_DIR --run FILE`: every image of a folder as a query, one TREC run."""
     from cbir.batch_search import search_folder, trec_id, write_trec_run
-    from cbir.collection import Collection
     from cbir.evaluation.trec import write_qrels
 
     if args.image is not None:
@@ -80,9 +85,7 @@ def run_batch(args: argparse.Namespace) -> int:
         raise CbirError("--batch needs --run FILE, where the TREC run is written")
     if args.depth < 1:
         raise CbirError("--depth must be at least 1")
-    with Collection.open(
-        args.collection, read_only=True, backend_options=dict(args.backend_option)
-    ) as collection:
+    with _open(args) as collection:
         run = search_folder(collection, args.batch, args.depth, args.exclude_self)
         write_trec_run(
             args.run, run.query_ids, run.ranked_ids, run.scores, tag=collection.extractor.run_tag
