@@ -194,6 +194,22 @@ def test_extractor_state_that_disagrees_with_the_manifest_is_refused(collection,
         Collection.open(folder)
 
 
+def test_a_collection_made_before_a_parameter_existed_still_opens(collection, folder):
+    collection.close()
+    old = {"name": "gch", "params": {"bins": 256, "image_size": 32}}  # gch before `space`
+    (folder / "extractor" / "params.json").write_text(json.dumps(old))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["extractor"] = old
+    del manifest["extractor_files"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with Collection.open(folder) as reopened:  # the old gray histogram, as it was made
+        assert reopened.extractor.params["space"] == "gray"
+    manifest["extractor"]["params"]["bins"] = 64  # a parameter the manifest does name, changed
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CollectionError, match="the collection is damaged"):
+        Collection.open(folder)
+
+
 def test_newer_schema_is_refused(collection, folder):
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text())

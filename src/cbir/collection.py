@@ -704,7 +704,7 @@ def load_collection_extractor(folder: Path, manifest: dict[str, Any]) -> Extract
         raise CollectionError(
             f"{folder}: the extractor state in {EXTRACTOR_DIR}/ is unreadable ({error})"
         ) from None
-    if _as_json(extractor.describe()) != manifest["extractor"]:
+    if not _same_extractor(_as_json(extractor.describe()), manifest["extractor"]):
         raise CollectionError(
             f"{folder}: {EXTRACTOR_DIR}/ holds {extractor.describe()} but the manifest says "
             f"{manifest['extractor']}; the collection is damaged"
@@ -715,6 +715,17 @@ def load_collection_extractor(folder: Path, manifest: dict[str, Any]) -> Extract
             f"{manifest['dim']}; the collection is damaged"
         )
     return extractor
+
+
+def _same_extractor(loaded: dict[str, Any], promised: dict[str, Any]) -> bool:
+    """The loaded extractor is the one the manifest names. A manifest written before a
+    parameter existed lacks it; the extractor then filled it in with the value that keeps the
+    old behaviour (e.g. gch without `space` is the gray histogram), so only the manifest's own
+    parameters are compared."""
+    params = promised.get("params", {})
+    return loaded["name"] == promised.get("name") and all(
+        loaded["params"].get(key) == value for key, value in params.items()
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
