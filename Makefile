@@ -50,7 +50,8 @@ test-vision: $(VISION_VENV)/.installed
 	  tests/features/cnn/test_zoo_models.py
 
 # The demo: CIFAR-10's training set indexed with its best committed setting (the first run
-# takes about a minute; later runs find every image already indexed), then the search page.
+# takes about two minutes on 2 cores; later runs find every image already indexed), then the
+# search page.
 DEMO_EXTRACTOR ?= cnn-committee
 demo: setup
 	$(BIN)/cbir index cifar10 -c runs/cifar10-$(DEMO_EXTRACTOR) --extractor $(DEMO_EXTRACTOR)
