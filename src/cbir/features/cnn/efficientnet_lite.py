@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cbir.features.lite_onnx import EMBEDDING_DIM
+
 BN_EPS = 1e-3
-EMBEDDING_DIM = 1280
 IMAGENET_CLASSES = 1000
 # B0's stages: (repeats, kernel, first stride, expansion, channels out); width/depth 1.0
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

@@ -4,8 +4,6 @@ augmentation, under inference_mode, channels-last and bfloat16 autocast."""
 from __future__ import annotations
 
 import contextlib
-import functools
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,26 +12,11 @@ import torch.nn.functional as F
 from cbir.features.cnn.models import Reader
 from cbir.features.cnn.networks import normalise
 
+# torch-free, so that the efficientnet extractor can use them without importing torch
+from cbir.features.lite_onnx import native_bf16, softmax  # noqa: F401
+
 # Test-time augmentation levels, as airbench: 0 none, 1 mirror, 2 mirror + 1-pixel translations.
 TTA_LEVELS = (0, 1, 2)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities of (N, classes) logits, row by row."""
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """True when the CPU computes bfloat16 natively (AMX or AVX512-BF16). Elsewhere bfloat16 is
-    emulated, several times slower than float32: EfficientNet-Lite0 ran 5x slower under
-    autocast than in float32 on a 2-core AVX2 AMD EPYC (benchmarks/README.md)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no way to tell cheaply, stay on the safe side
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def autocast(bf16: bool) -> contextlib.AbstractContextManager:

