@@ -1,5 +1,6 @@
 """Indexing folders and datasets into collections: incremental, idempotent, robust."""
 
+import json
 import threading
 import time
 
@@ -12,13 +13,20 @@ from cbir.datasets import Dataset
 from cbir.errors import CbirError
 from cbir.features import get_extractor
 from cbir.images import read_image_file
-from cbir.pipeline import ContentPlan, index_dataset, index_folder, prefetched
+from cbir.pipeline import (
+    ContentPlan,
+    index_dataset,
+    index_folder,
+    prefetched,
+    settle_input_size,
+)
 from tests.conftest import CLASS_COLOURS, noisy_image
 
 
 @pytest.fixture
 def collection(tmp_path):
-    created = Collection.create(tmp_path / "col", get_extractor("gch"))
+    # the test images are 32x32, and so is the collection's input (photos would get 128x128)
+    created = Collection.create(tmp_path / "col", get_extractor("gch", image_size=32))
     yield created
     created.close()
 
@@ -45,7 +53,7 @@ def test_rerun_adds_nothing_and_small_batches_give_the_same_collection(
     assert (first.added, first.skipped_known, first.failed) == (12, 0, [])
     again = index_folder(labelled_folder, collection, batch_size=5)
     assert (again.added, again.skipped_known) == (0, 12)
-    with Collection.create(tmp_path / "one-batch", get_extractor("gch")) as other:
+    with Collection.create(tmp_path / "one-batch", get_extractor("gch", image_size=32)) as other:
         index_folder(labelled_folder, other, batch_size=100)
         assert other.checksums() == collection.checksums()
         np.testing.assert_array_equal(
@@ -147,3 +155,84 @@ def test_in_memory_images_are_resized_as_their_files_would_be(tmp_path):
         Image.fromarray(image).save(tmp_path / f"{n}.png")
     from_files = np.stack([read_image_file(tmp_path / f"{n}.png", size=(48, 48)) for n in range(5)])
     np.testing.assert_array_equal(stored, extractor.transform(from_files))
+
+
+# --- input sizes: settled once from the source, recorded, reused ------------------------------
+def write_photos(root, n_per_class: int = 3):
+    """Real photos (scikit-image's) as 384x256 JPEGs in two class folders, flipped and
+    cropped so that no two files are the same."""
+    import skimage.data
+
+    photos = {"cat": skimage.data.chelsea(), "coffee": skimage.data.coffee()}
+    for label, photo in photos.items():
+        (root / label).mkdir(parents=True)
+        for i in range(n_per_class):
+            crop = photo[10 * i :, 15 * i :][:, :: 1 if i % 2 else -1]
+            Image.fromarray(crop).resize((384, 256)).save(root / label / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.mark.parametrize("name", ["gch", "hog"])
+def test_a_collection_records_its_photo_size_and_reuses_it(tmp_path, name):
+    photos = write_photos(tmp_path / "photos")
+    extractor = get_extractor(name)
+    assert settle_input_size(extractor, photos) is extractor
+    assert extractor.input_size == (128, 128) == (extractor.photo_side,) * 2
+    with Collection.create(tmp_path / "col", extractor) as created:
+        index_folder(photos, created)
+    manifest = json.loads((tmp_path / "col" / "manifest.json").read_text())
+    assert manifest["extractor"]["params"]["image_size"] == 128
+    with Collection.open(tmp_path / "col", read_only=True) as reopened:
+        assert reopened.extractor.input_size == (128, 128)
+        # a query file decoded at the recorded size finds its own indexed vector exactly
+        query = read_image_file(photos / "cat" / "1.jpg", size=reopened.extractor.input_size)
+        hit = reopened.search_images(query[None], k=1)[0][0]
+        assert hit.id == "cat/1.jpg" and hit.score == pytest.approx(1.0, abs=1e-5)
+        # and CIFAR-sized images do not change it
+        settle_input_size(reopened.extractor, np.zeros((2, 32, 32, 3), np.uint8))
+        assert reopened.extractor.input_size == (128, 128)
+
+
+def test_cifar_sized_datasets_keep_their_32x32_and_files_get_the_photo_size(tmp_path):
+    cifar = np.zeros((4, 32, 32, 3), np.uint8)
+    for name in ("gch", "hog", "bovw"):
+        assert settle_input_size(get_extractor(name), cifar).input_size == (32, 32)
+    hog = settle_input_size(get_extractor("hog"), cifar)
+    assert hog.params["image_size"] == 32 and hog.params["pixels_per_cell"] == 8  # as before
+    assert settle_input_size(get_extractor("hog", image_size=64), cifar).input_size == (64, 64)
+    # a folder is files, whatever their size: as `cbir index` makes its collection
+    small = tmp_path / "small" / "red"
+    small.mkdir(parents=True)
+    Image.fromarray(noisy_image(np.random.default_rng(0), (200, 40, 40))).save(small / "a.png")
+    assert settle_input_size(get_extractor("gch"), small.parent).input_size == (128, 128)
+
+
+def test_a_folder_benchmark_describes_photos_at_the_photo_size(tmp_path):
+    from cbir.evaluation.benchmark import run_folder_benchmark
+
+    photos = write_photos(tmp_path / "photos")
+    run_folder_benchmark(photos, tmp_path / "out", "gch", n_examples=0, depth=5)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["extractor"]["params"]["image_size"] == 128
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "message"),
+    [
+        ("hog", "5000", "image_size=5000 of extractor 'hog' must be in"),
+        ("gch", "-3", "image_size=-3 of extractor 'gch' must be in"),
+        ("bovw", "8", "image_size=8 of extractor 'bovw' must be in"),
+        ("hog", "12", "does not fit in 12x12 images"),
+    ],
+)
+def test_a_bad_image_size_is_a_one_line_error(tmp_path, capsys, name, size, message):
+    from cbir.cli import main
+
+    photos = write_photos(tmp_path / "photos", n_per_class=1)
+    args = ["index", str(photos), "-c", str(tmp_path / "c"), "-e", name, "-p", f"image_size={size}"]
+    if name == "hog" and size == "12":
+        args += ["-p", "pixels_per_cell=8"]
+    assert main(["-q", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c").exists()

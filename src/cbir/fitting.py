@@ -17,7 +17,7 @@ from cbir.datasets import Dataset, load_folder
 from cbir.errors import CbirError, DataNotFoundError
 from cbir.features import Extractor, get_extractor
 from cbir.features.fit_record import FitRecord, pixel_digests
-from cbir.pipeline import DEFAULT_SIZE
+from cbir.pipeline import DEFAULT_SIZE, settle_input_size
 from cbir.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def fit_extractor(extractor: Extractor, data: Dataset, source: str) -> Extractor
     how many one-hot slots class fusion needs."""
     if not extractor.needs_fit:
         return extractor
+    settle_input_size(extractor, data.images)  # an auto size: the one these images came at
     if extractor.fit_uses_labels:
         data = _labelled_part(data)  # images outside any class folder teach it nothing
         if len(data) == 0:
@@ -55,8 +56,9 @@ def fit_extractor(extractor: Extractor, data: Dataset, source: str) -> Extractor
 
 
 def load_fit_images(spec: str | Path, extractor: Extractor, data_dir: Path | None = None):
-    """The images to fit on, decoded at the extractor's input size: a folder (class
-    subfolders are labels), or `cifar10[:train|:test]`. Returns (dataset, source in words)."""
+    """The images to fit on, decoded at the extractor's input size (an auto one is settled
+    for them first): a folder (class subfolders are labels), or `cifar10[:train|:test]`.
+    Returns (dataset, source in words)."""
     spec = str(spec)
     if spec.split(":")[0] == "cifar10":
         from cbir.datasets import load_cifar10
@@ -64,10 +66,13 @@ def load_fit_images(spec: str | Path, extractor: Extractor, data_dir: Path | Non
         split = spec.partition(":")[2] or "train"
         if split not in ("train", "test"):
             raise CbirError(f"unknown CIFAR-10 split {split!r}; use cifar10:train or cifar10:test")
-        return getattr(load_cifar10(data_dir), split), f"cifar10:{split}"
+        data = getattr(load_cifar10(data_dir), split)
+        settle_input_size(extractor, data.images)
+        return data, f"cifar10:{split}"
     folder = Path(spec)
     if not folder.is_dir():
         raise DataNotFoundError(f"{spec} is not a folder of images to fit on")
+    settle_input_size(extractor, folder)
     with progress_bar(None, f"load {folder.name} to fit on") as bar:
         data = load_folder(folder, extractor.input_size or DEFAULT_SIZE, bar.update)
     return data, str(folder.resolve())

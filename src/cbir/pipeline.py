@@ -43,6 +43,19 @@ T = TypeVar("T")
 Describer = Callable[[Extractor, np.ndarray], np.ndarray]
 
 
+# --- input sizes ------------------------------------------------------------------------------
+def settle_input_size(extractor: Extractor, source: Path | np.ndarray) -> Extractor:
+    """`extractor` with an auto image_size settled for `source`: files (a folder; and so any
+    query or upload) get the extractor's photo size, an in-memory dataset of images no larger
+    than 32x32 (CIFAR-10) its own size (features.base.SMALL_SIDE). A folder is never peeked
+    at: `cbir index` creates a collection for files the same way, so indexing a folder and
+    benchmarking it describe its images alike. The size then belongs to the extractor's
+    parameters, recorded with a collection: every later batch and query uses it."""
+    if isinstance(source, np.ndarray) and source.size:
+        return extractor.settle_image_size(max(source.shape[1:3]))
+    return extractor.settle_image_size()
+
+
 def transform(extractor: Extractor, images: np.ndarray) -> np.ndarray:
     """The default describer: in this process."""
     return extractor.transform(images)

@@ -146,3 +146,46 @@ def test_projection_needs_labels_and_a_known_name():
         get_extractor("bovw", **FAST_BOVW, projection="pca")
     with pytest.raises(CbirError, match="label for every image"):
         get_extractor("bovw", **FAST_BOVW, class_fusion=False).fit(images)
+
+
+def test_bovw_settles_its_size_and_grid_from_its_first_images():
+    images, labels = _striped()
+    cifar = get_extractor("bovw", classes=3, **FAST_BOVW).fit(images, labels)
+    assert cifar.input_size == (32, 32)
+    assert (cifar.params["image_size"], cifar.params["stride"]) == (32, 2)  # as before photos
+    assert cifar._hog.params["pixels_per_cell"] == 8
+    photos = get_extractor("bovw", classes=3, **FAST_BOVW)
+    assert photos.input_size == (128, 128) == (photos.photo_side,) * 2  # files to decode
+    assert photos.params["stride"] == 8 and photos._grid_side == 16  # CIFAR: 14x14
+    with pytest.raises(CbirError, match="fits on 128x128 images, got 32x32"):
+        photos.fit(images, labels)
+
+
+def test_bovw_on_real_photos_at_the_photo_size(tmp_path):
+    import skimage.data
+
+    from cbir.images import resize_batch
+
+    cats = [skimage.data.chelsea(), skimage.data.cat()]
+    cups = [skimage.data.coffee(), skimage.data.coffee()[50:, 80:]]
+    images = []
+    for photo in cats + cups:  # flips and crops: six views of each
+        for view in (photo, photo[:, ::-1], photo[20:, 30:], photo[:-30, :-20][:, ::-1]):
+            images.append(resize_batch(view[None], (128, 128))[0])
+    images, labels = np.stack(images), np.repeat([0, 1], 8)
+    extractor = get_extractor("bovw", classes=2, **FAST_BOVW).fit(images, labels)
+    assert extractor.params["image_size"] == 128
+    assert (extractor.predict(images) == labels).all()
+    extractor.save(tmp_path)
+    loaded = load_extractor(tmp_path)
+    assert loaded.input_size == (128, 128) and loaded.params == extractor.params
+    np.testing.assert_array_equal(loaded.transform(images), extractor.transform(images))
+
+
+def test_bovw_bad_sizes_are_clear_errors():
+    with pytest.raises(CbirError, match="image_size=8 of extractor 'bovw' must be in"):
+        get_extractor("bovw", image_size=8)
+    with pytest.raises(CbirError, match="image_size=1024 of extractor 'bovw' must be in"):
+        get_extractor("bovw", image_size=1024)
+    with pytest.raises(CbirError, match="too few for 2 pyramid levels"):
+        get_extractor("bovw", image_size=16, stride=12)

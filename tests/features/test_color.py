@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from cbir.errors import CbirError
 from cbir.features import get_extractor
 from cbir.features.color import luma_uint8
+from cbir.images import resize_batch
+from cbir.pipeline import settle_input_size
+
+PHOTOS = [skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
 
 
 def pil_gray(image: np.ndarray) -> np.ndarray:
@@ -43,8 +48,8 @@ def test_gch_large_batch_is_chunked_consistently() -> None:
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, (1100, 32, 32, 3), dtype=np.uint8)
     extractor = get_extractor("gch")
-    assert extractor.input_size is None  # any size: CIFAR's 32x32 stays 32x32
     whole = extractor.transform(images)
+    assert extractor.input_size == (32, 32)  # its first images settled it: CIFAR's size
     one_by_one = np.concatenate(
         [extractor.transform(images[i : i + 1]) for i in range(0, 1100, 97)]
     )
@@ -60,7 +65,7 @@ def test_gch_reference_gray_input_size() -> None:
 
 
 def test_hsv_histogram_bins_known_colours() -> None:
-    extractor = get_extractor("gch", hue_bins=6, saturation_bins=2, value_bins=2)
+    extractor = get_extractor("gch", hue_bins=6, saturation_bins=2, value_bins=2, image_size=4)
     assert extractor.dim == 24
     # one pure colour per image, each at the start of its hue bin: red 0, yellow 1, ... magenta 5
     pure = [(255, 0, 0), (255, 255, 0), (0, 255, 0), (0, 255, 255), (0, 0, 255), (255, 0, 255)]
@@ -79,11 +84,56 @@ def test_hsv_histogram_bins_known_colours() -> None:
 
 def test_hsv_histogram_is_a_unit_vector_at_any_size() -> None:
     rng = np.random.default_rng(3)
-    for side in (32, 96):
-        images = rng.integers(0, 256, (5, side, side + 8, 3), dtype=np.uint8)
-        features = get_extractor("gch").transform(images)
+    for side in (32, 96, 128):
+        images = rng.integers(0, 256, (5, side, side, 3), dtype=np.uint8)
+        features = get_extractor("gch", image_size=side).transform(images)
         assert features.shape == (5, 256)
         np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+
+
+def test_photos_are_described_at_the_photo_size_and_cifar_sized_images_at_their_own() -> None:
+    photos = np.stack([resize_batch(photo[None], (400, 600))[0] for photo in PHOTOS])
+    gch = get_extractor("gch")
+    assert gch.params["image_size"] == 0  # auto, not settled yet
+    settle_input_size(gch, photos)
+    assert gch.input_size == (128, 128) == (gch.photo_side,) * 2
+    assert gch.describe()["params"]["image_size"] == 128  # what a collection records
+    vectors = gch.transform(resize_batch(photos, gch.input_size))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # a settled size never changes: the same extractor refuses CIFAR-sized images
+    with pytest.raises(CbirError, match="expects 128x128 images, got 32x32"):
+        gch.transform(resize_batch(photos, (32, 32)))
+    cifar = get_extractor("gch")
+    settle_input_size(cifar, resize_batch(photos, (32, 32)))
+    assert cifar.input_size == (32, 32) and cifar.params["image_size"] == 32
+
+
+def test_a_real_histogram_of_a_photo_needs_its_pixels() -> None:
+    # the share of each colour at the photo size is close to the one at full resolution; a
+    # 32x32 thumbnail blends neighbouring pixels into colours the photo does not hold
+    photo = skimage.data.coffee()[None]
+    full = get_extractor("gch", image_size=400)
+    exact = full.transform(resize_batch(photo, (400, 400)))[0]
+    at_photo = get_extractor("gch").transform(resize_batch(photo, (128, 128)))[0]
+    at_thumb = get_extractor("gch").transform(resize_batch(photo, (32, 32)))[0]
+    assert float(exact @ at_photo) > float(exact @ at_thumb)
+    assert float(exact @ at_photo) > 0.99
+
+
+def test_a_collection_saved_with_image_size_0_stays_at_32x32(tmp_path) -> None:
+    """Before 0 meant "auto" it meant "any size": folders were decoded at 32x32 for it."""
+    import json
+
+    from cbir.features import load_extractor
+
+    folder = tmp_path / "extractor"
+    folder.mkdir()
+    params = dict(get_extractor("gch").defaults, image_size=0)
+    (folder / "params.json").write_text(json.dumps({"name": "gch", "params": params}))
+    loaded = load_extractor(folder)
+    assert loaded.input_size == (32, 32)
+    assert loaded.describe()["params"] == params  # as its manifest says: it still opens
+    assert loaded.transform(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 256)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +154,7 @@ def test_gch_rejects_wrong_input(images: np.ndarray) -> None:
 @pytest.mark.parametrize(
     "params",
     [{"bins": 0}, {"bins": 257}, {"bins": 2.5}, {"bins": "8"}, {"image_size": -1},
-     {"hue_bins": 0}, {"space": "lab"}],
+     {"hue_bins": 0}, {"space": "lab"}, {"image_size": 4096}],
 )  # fmt: skip
 def test_gch_rejects_invalid_params(params: dict) -> None:
     with pytest.raises(CbirError, match="bins|image_size|space"):

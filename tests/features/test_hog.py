@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import skimage.data
 from skimage.feature import hog as skimage_hog
 
 from cbir.errors import CbirError
 from cbir.features import get_extractor
 from cbir.features.base import to_gray
 from cbir.features.hog import exact_orientation_bins, orientation_bins
+from cbir.images import resize_batch
 
 
 def reference(images: np.ndarray, **params) -> np.ndarray:
@@ -59,13 +61,14 @@ def random_images(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return images
 
 
-DEFAULTS = {
+DEFAULTS = {  # what the defaults settle to on CIFAR-10's 32x32 images
     "orientations": 9,
     "pixels_per_cell": 8,
     "cells_per_block": 2,
     "transform_sqrt": True,
     "image_size": 32,
 }
+PHOTO_DEFAULTS = {**DEFAULTS, "image_size": 128, "pixels_per_cell": 32}  # and on photos
 VARIANTS = [
     {},
     {"image_size": 64, "pixels_per_cell": 16},
@@ -74,6 +77,7 @@ VARIANTS = [
     {"orientations": 8, "cells_per_block": 1},
     {"image_size": 37, "pixels_per_cell": 6, "cells_per_block": 3, "orientations": 7},
     {"image_size": 24, "pixels_per_cell": 5, "orientations": 180},
+    {"image_size": 128, "pixels_per_cell": 32},  # the photo default
 ]
 
 
@@ -92,11 +96,26 @@ def test_hog_equals_skimage(variant: dict) -> None:
 
 
 def test_hog_default_dim_and_params() -> None:
+    cifar = get_extractor("hog")
+    assert cifar.transform(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 324)
+    assert cifar.input_size == (32, 32)  # settled by its first images: CIFAR's own size
+    assert cifar.params == DEFAULTS and cifar.dim == 324
+    photos = get_extractor("hog")
+    assert photos.input_size == (128, 128) == (photos.photo_side,) * 2  # files to decode
+    assert photos.params == PHOTO_DEFAULTS  # settled, as a collection records it
+    assert photos.dim == 324  # 4x4 cells either way
+
+
+def test_hog_of_real_photos_at_the_photo_size_equals_skimage() -> None:
+    photos = resize_batch(np.stack([skimage.data.chelsea(), skimage.data.cat()]), (300, 451))
+    photos = resize_batch(np.concatenate([photos, photos[:, ::-1]]), (128, 128))
     extractor = get_extractor("hog")
-    assert extractor.dim == 324
-    assert extractor.input_size == (32, 32)
-    assert extractor.params == DEFAULTS
-    assert extractor.transform(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 324)
+    features = extractor.transform(photos)
+    assert extractor.params == PHOTO_DEFAULTS
+    np.testing.assert_allclose(features, reference(photos, **PHOTO_DEFAULTS), atol=1e-5)
+    # the settled size is kept: CIFAR-sized images are refused, not described at another size
+    with pytest.raises(CbirError, match="expects 128x128 images, got 32x32"):
+        extractor.transform(resize_batch(photos, (32, 32)))
 
 
 def test_hog_large_batch_is_chunked_consistently() -> None:
@@ -129,10 +148,12 @@ def test_fast_orientation_bins_equal_exact_ones_on_edges(orientations: int) -> N
 @pytest.mark.parametrize(
     "params",
     [
-        {"image_size": 15},  # smaller than one 2x2 block of 8-pixel cells
+        {"image_size": 15, "pixels_per_cell": 8},  # smaller than one 2x2 block of 8-pixel cells
+        {"image_size": -1},
+        {"image_size": 5000},
         {"orientations": 0},
         {"orientations": 181},
-        {"pixels_per_cell": 0},
+        {"pixels_per_cell": -1},
         {"cells_per_block": 0},
         {"transform_sqrt": 1},
         {"orientations": 9.0},

@@ -35,7 +35,7 @@ from cbir.evaluation.near_duplicates import DEFAULT_THRESHOLD, NearDuplicates, f
 from cbir.evaluation.trec import write_run
 from cbir.features import DEFAULT_EXTRACTOR, Extractor, get_extractor
 from cbir.fitting import fit_extractor, load_fit_images
-from cbir.pipeline import DEFAULT_SIZE
+from cbir.pipeline import DEFAULT_SIZE, settle_input_size
 from cbir.progress import progress_bar
 from cbir.storage import atomic_write_json, atomic_write_text
 
@@ -306,6 +306,7 @@ def run_cifar10_benchmark(
     extractor = get_extractor(extractor_name, **(extractor_params or {}))
     with timer.section("load_s"), progress_bar(60_000, "load CIFAR-10") as bar:
         data = load_cifar10(data_dir, download=download, progress=bar.update)
+    settle_input_size(extractor, data.train.images)  # 32x32: an auto size stays 32x32
     return run_benchmark(
         data.train, data.test, extractor, out_dir, depth=depth,
         dataset_name=dataset_label(data.source), with_map_all=with_map_all, timer=timer,
@@ -337,6 +338,7 @@ def run_folder_benchmark(
     near_duplicate_threshold, n_examples, seed, backend)."""
     timer = Timer()
     extractor, fitted_on = _folder_extractor(extractor_name, extractor_params, extractor_from)
+    settle_input_size(extractor, Path(folder))  # before fitting or decoding anything
     if fit_on is not None:
         if fitted_on is not None:
             raise CbirError("--fit-on fits a new extractor; --extractor-from brings a fitted one")

@@ -23,6 +23,14 @@ ImageBatches = np.ndarray | Iterable[np.ndarray]
 PARAMS_FILE = "params.json"
 CLASSES_FILE = "classes.json"  # the names of a fitted extractor's classes, in class order
 
+# Input sizes. An extractor made for photos (gch, hog, bovw) has an `image_size` parameter whose
+# default 0 means "auto", settled once by `settle_image_size`: images no larger than SMALL_SIDE a
+# side (CIFAR-10's 32x32) keep their own size, so CIFAR figures stay what they were; anything
+# larger, or files not yet decoded, get the extractor's `photo_side`. The settled value is
+# written into the parameters, so a collection records it and every later batch, query and
+# reopening uses the same size: the size is never chosen per batch.
+SMALL_SIDE = 32
+
 
 class Extractor:
     """Base class for every feature extractor; subclasses override `_extract_batch`.
@@ -33,6 +41,8 @@ class Extractor:
         needs_fit: True when `fit` must run before `transform`.
         input_size: (height, width) every image is resized to before extraction, or None when
             the extractor accepts any size (the batch must still share one size).
+        photo_side: for an extractor whose `image_size` may be 0 ("auto"), the side photos are
+            resized to (see SMALL_SIDE above); 0 for the others.
         defaults: every parameter with its default, or None to store `params` unchecked. When
             set, `__init__` fills in the defaults and rejects unknown names and wrong types
             (see `resolve_params`); subclasses check value ranges after `super().__init__`.
@@ -42,6 +52,7 @@ class Extractor:
     about: ClassVar[str] = ""  # one line on what the extractor matches, shown to people
     needs_fit: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any] | None] = None
+    photo_side: ClassVar[int] = 0
 
     def __init__(self, **params: Any) -> None:
         if self.defaults is not None:
@@ -67,6 +78,28 @@ class Extractor:
     @property
     def input_size(self) -> tuple[int, int] | None:
         return None
+
+    # --- the input size of photo extractors ----------------------------------------------------
+    def settle_image_size(self, side: int | None = None) -> Extractor:
+        """Fix an "auto" (0) image_size for good, for images at most `side` pixels a side
+        (None: not known yet, e.g. files about to be decoded): `side` itself when that is no
+        more than SMALL_SIDE, else `photo_side`. A size given explicitly, or settled already,
+        is kept. Asking an unsettled extractor its input size or dimension (the first thing a
+        new collection does) settles it for photos; its first images (`fit`, `transform`)
+        settle it by their size. Returns self."""
+        if self.photo_side and self.params.get("image_size") == 0:
+            small = side is not None and 0 < side <= SMALL_SIDE
+            self.params["image_size"] = side if small else self.photo_side
+            self._image_size_settled()
+        return self
+
+    @property
+    def image_side(self) -> int:
+        """The settled `image_size` of a photo extractor (settling it for photos if need be)."""
+        return self.settle_image_size().params["image_size"]
+
+    def _image_size_settled(self) -> None:
+        """Hook: rebuild what depends on image_size once it is settled."""
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -126,6 +159,7 @@ class Extractor:
         self, images: np.ndarray, extract: Callable[[np.ndarray], np.ndarray]
     ) -> np.ndarray:
         images = check_image_batch(images)
+        self.settle_image_size(max(images.shape[1:3]))  # the first images settle an auto size
         if self.input_size is not None and images.shape[1:3] != tuple(self.input_size):
             raise CbirError(
                 f"extractor {self.name!r} expects {self.input_size[0]}x{self.input_size[1]} "

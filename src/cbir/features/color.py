@@ -3,9 +3,8 @@
 - space="hsv" (default): a joint hue x saturation x value histogram of the pixels' share,
   square-rooted, so that the cosine of two L2-normalised vectors is the Bhattacharyya
   coefficient of the two colour distributions (no single dominant colour, sky or wall,
-  swamps the rest). Computed at whatever size the images come in (input_size None unless
-  image_size is set): a histogram of shares does not depend on the image's size, and CIFAR's
-  32x32 images stay 32x32.
+  swamps the rest). Photos are decoded at photo_side (a histogram of shares needs real pixels,
+  not a 32x32 thumbnail's blend of them); CIFAR's 32x32 images stay 32x32 (base.SMALL_SIDE).
 - space="gray": the reference's gray-level histogram, with gray levels as ITU-R 601 luma
   rounded to uint8 exactly as Pillow's `convert("L")` rounds them (16-bit fixed point); raw
   pixel counts with sqrt=false, as the reference stored them.
@@ -70,6 +69,8 @@ def hsv_bins(images: np.ndarray, hue: int, saturation: int, value: int) -> np.nd
 
 
 SPACES = ("hsv", "gray")
+MAX_IMAGE_SIZE = 2048
+LEGACY_SIDE = 32  # collections saved with image_size 0 before it meant "auto"
 
 
 @register("gch")
@@ -84,8 +85,9 @@ class ColorHistogram(Extractor):
         "value_bins": 4,
         "bins": 256,  # gray levels (space=gray only)
         "sqrt": True,  # square roots of the pixel shares; false: raw pixel counts
-        "image_size": 0,  # 0: any size (a batch shares one); else images are resized to it
+        "image_size": 0,  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
     }
+    photo_side = 128
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -94,16 +96,21 @@ class ColorHistogram(Extractor):
         self._check_range("bins", 1, 256)
         for key in ("hue_bins", "saturation_bins", "value_bins"):
             self._check_range(key, 1, 64)
-        self._check_range("image_size", 0)
+        self._check_range("image_size", 0, MAX_IMAGE_SIZE)
         self._bin_of_level = gray_level_bins(self.params["bins"])
 
     @classmethod
     def load(cls, folder: Path) -> Extractor:
-        """A collection saved before gch had `space` holds the reference's gray counts."""
+        """A collection saved before gch had `space` holds the reference's gray counts; one
+        saved with image_size 0, before that meant "auto", was described at 32x32 (the size
+        the pipeline decoded images for an extractor without one) and stays so."""
         params = json.loads((Path(folder) / PARAMS_FILE).read_text())["params"]
         if "space" not in params:
-            return cls(**params, space="gray", sqrt=False)
-        return cls(**params)
+            params = {**params, "space": "gray", "sqrt": False}
+        extractor = cls(**params)
+        if not extractor.params["image_size"]:
+            extractor.photo_side = 0  # not auto: its vectors were made at LEGACY_SIDE
+        return extractor
 
     @property
     def gray(self) -> bool:
@@ -111,15 +118,16 @@ class ColorHistogram(Extractor):
 
     @property
     def dim(self) -> int:
+        self.settle_image_size()  # as hog's and bovw's: a new collection asks this first
         if self.gray:
             return self.params["bins"]
         p = self.params
         return p["hue_bins"] * p["saturation_bins"] * p["value_bins"]
 
     @property
-    def input_size(self) -> tuple[int, int] | None:
-        side = self.params["image_size"]
-        return (side, side) if side else None
+    def input_size(self) -> tuple[int, int]:
+        side = self.image_side or LEGACY_SIDE
+        return (side, side)
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         counts = map_in_chunks(self._extract_chunk, images, self.dim)
