@@ -7,8 +7,12 @@ Takes the first N photos of a labelled folder (class subfolders, sorted, round-r
 classes), re-encodes them as JPEG (quality 90) at --size into a scratch folder so that every
 run decodes the same bytes, then times one real `cbir -q index` process into a new collection
 (start-up, JPEG draft decoding straight to the extractor's input size, describing, committing)
-and reads that process's peak RSS. Prints and saves benchmarks/results/index_photos.json.
-Issue 21 asks for >= 100 images/s on 2 cores and a peak RSS <= 1.5 GB.
+and reads that process's peak RSS. The `efficientnet` extractor's ONNX graph is cached per
+weights file (features/lite_onnx.py): the script builds it first, in a separate process into a
+scratch cache folder (its time is reported as `graph_build_seconds`, what a first run ever
+pays once), so the timed run is the one users have from then on. Prints and saves
+benchmarks/results/index_photos.json. Issue 21 asks for >= 100 images/s on 2 cores and a peak
+RSS <= 1.5 GB.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +54,34 @@ def write_copies(photos: list[Path], target: Path, size: tuple[int, int]) -> Non
             image.convert("RGB").resize(size, Image.Resampling.BICUBIC).save(out, quality=90)
 
 
+def warm_up(extractor: str, params: list[str], env: dict[str, str]) -> float | None:
+    """Describe one blank image in a separate process, so that what an extractor caches on
+    first use (efficientnet: its ONNX graph) is there; its wall time for efficientnet."""
+    script = (
+        "import sys, numpy as np\n"
+        "from cbir.commands import parse_param\n"
+        "from cbir.features import get_extractor\n"
+        "e = get_extractor(sys.argv[1], **dict(map(parse_param, sys.argv[2:])))\n"
+        "e.transform(np.zeros((1, *(e.input_size or (32, 32)), 3), np.uint8))\n"
+    )
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script, extractor, *params], env=env, check=True)
+    return round(time.perf_counter() - started, 2) if extractor == "efficientnet" else None
+
+
+def run_measured(
+    command: list[str], env: dict[str, str], scratch: Path
+) -> tuple[int, int, str, str]:
+    """Exit status, peak RSS in bytes (this child's own, from wait4), stdout and stderr."""
+    out, err = scratch / "stdout", scratch / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in KiB on Linux
+    return process.returncode, usage.ru_maxrss * 1024, out.read_text(), err.read_text()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", type=Path, help="labelled folder of photos (class subfolders)")
@@ -75,17 +106,17 @@ def main() -> None:
         # As DESIGN.md allows for benchmarks: an old OpenBLAS's settings slow a current numpy.
         env = {k: v for k, v in os.environ.items()
                if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}  # fmt: skip
+        env["CBIR_CACHE_DIR"] = str(scratch / "cache")
+        graph_build = warm_up(args.extractor, args.param, env)
         load_before = load_average()
         started = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        returncode, peak_rss, stdout, stderr = run_measured(command, env, scratch)
         elapsed = time.perf_counter() - started
         load_after = load_average()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if result.returncode != 0:
-        sys.exit(f"cbir index failed:\n{result.stderr}")
-    # ru_maxrss of waited-for children is in KiB on Linux: the one child is `cbir index`
-    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if returncode != 0:
+        sys.exit(f"cbir index failed:\n{stderr}")
     figures = {
         "command": " ".join(["cbir -q index PHOTOS -c DIR", *command[8:]]),
         "source": str(args.photos),
@@ -94,7 +125,8 @@ def main() -> None:
         "seconds": round(elapsed, 2),
         "images_per_s": round(len(photos) / elapsed, 1),
         "peak_rss_gb": round(peak_rss / 1e9, 3),
-        "summary": result.stdout.strip(),
+        "graph_build_seconds": graph_build,
+        "summary": stdout.strip(),
         "load_average_before_after": [load_before, load_after],
         "machine": machine(),
     }
