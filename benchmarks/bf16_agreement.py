@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/bf16_agreement.py PHOTOS [--per-class 10]
 
-Describes the first --per-class photos of each class subfolder in float32 and under bfloat16
-autocast (forced on even where the CPU only emulates it, so the agreement can be measured on
-any machine), then compares: cosine of each photo's two vectors, overlap of each photo's 10
-nearest neighbours among the others, same nearest neighbour, P@10 of each. Prints and saves
+Describes the first --per-class photos of each class subfolder in float32 (ONNX Runtime, as
+cbir runs it without native bfloat16) and in torch under bfloat16 autocast (forced on even where
+the CPU only emulates it, so the agreement can be measured on any machine), then compares:
+cosine of each photo's two vectors, overlap of each photo's 10 nearest neighbours among the
+others, same nearest neighbour, P@10 of each. Prints and saves
 benchmarks/results/bf16_agreement.json, with both describe times (emulated bfloat16 is slow).
 """
 
@@ -44,14 +45,17 @@ def main() -> None:
     images = decode_many(files, size=(224, 224)).images
 
     import cbir.features.cnn.inference as inference
+    import cbir.features.efficientnet as efficientnet
 
     native = inference.native_bf16()  # what cbir would do here without forcing
     load_before = load_average()
     vectors, seconds = {}, {}
     for precision in ("float32", "bfloat16"):
         bf16 = precision == "bfloat16"
-        inference.native_bf16 = lambda bf16=bf16: bf16  # force autocast on (or off)
+        # force torch + autocast on for bfloat16; float32 runs where cbir runs it (ONNX Runtime)
+        inference.native_bf16 = efficientnet.native_bf16 = lambda bf16=bf16: bf16
         extractor = get_extractor("efficientnet", bf16=bf16)
+        assert extractor.runtime == ("torch" if bf16 else "onnxruntime")
         extractor.transform(images[:2])  # load the network outside the timing
         started = time.perf_counter()
         vectors[precision] = extractor.transform(images)
