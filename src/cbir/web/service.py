@@ -7,6 +7,9 @@ show up within a second or so, without a restart, and no request pays for catchi
 Decoding and describing an upload need no collection at all and run in parallel, within the
 admission budgets (costly images take turns, see `cbir.web.admission`); query vectors are
 remembered by the image's sha256, so "more like this" on a large image decodes it once.
+Searches that arrive together share one pass over the index (`cbir.web.batching`), and the
+one-row lookups (a record by id or sha256, an image's bytes) go through a read-only
+Collection of their own, never queueing behind a search for the snapshot's mutex.
 
 Writes never hold up reads: readers share read-only snapshots, writes go through a Collection
 of their own (its own mutex and database connection, opened at the first write), so a write's
@@ -33,6 +36,7 @@ from cbir.collection import Collection, Hit, ImageRecord
 from cbir.image_store import sha256_bytes
 from cbir.images import ALLOWED_FORMATS, DecodeLimits, decode_image
 from cbir.web.admission import Admission, AdmissionPolicy, decode_cost
+from cbir.web.batching import SearchBatcher
 from cbir.web.inputs import QueryRequest, Upload, safe_name
 from cbir.web.media import PREVIEW_SIDE, preview_data_uri, sniff_mimetype
 from cbir.web.snapshots import Snapshots
@@ -125,14 +129,20 @@ class SearchService:
     def __init__(
         self,
         snapshots: Snapshots,
+        lookups: Collection,
         limits: DecodeLimits,
         policy: AdmissionPolicy | None = None,
         backend_options: dict[str, Any] | None = None,
     ) -> None:
         self.snapshots = snapshots
+        # Records and bytes by id or sha256, from a read-only Collection of their own: a
+        # search holds its snapshot's mutex for the whole pass over the index, and a request
+        # that only needs one row must not queue behind it. (Each read sees the latest commit.)
+        self.lookups = lookups
         self.limits = limits
         self.admission = Admission(policy or AdmissionPolicy(), limits.max_pixels, limits.max_bytes)
         self.vectors = RememberedVectors()
+        self.batcher = SearchBatcher(lambda: self.snapshots.current)
         self._writer: Collection | None = None  # opened at the first write
         self._writer_lock = threading.Lock()  # one web write at a time
         self._backend_options = dict(backend_options or {})
@@ -146,10 +156,16 @@ class SearchService:
         backend_options: dict[str, Any] | None = None,
         policy: AdmissionPolicy | None = None,
     ) -> SearchService:
-        snapshots = Snapshots(
-            lambda: Collection.open(folder, read_only=True, backend_options=backend_options)
-        )
-        return cls(snapshots, limits, policy, backend_options)
+        def reader() -> Collection:
+            return Collection.open(folder, read_only=True, backend_options=backend_options)
+
+        lookups = reader()
+        try:
+            snapshots = Snapshots(reader)
+        except BaseException:
+            lookups.close()
+            raise
+        return cls(snapshots, lookups, limits, policy, backend_options)
 
     @property
     def collection(self) -> Collection:
@@ -159,6 +175,7 @@ class SearchService:
     def close(self) -> None:
         self.admission.close()
         self.snapshots.close()
+        self.lookups.close()
         with self._writer_lock:
             if self._writer is not None:
                 self._writer.close()
@@ -175,24 +192,24 @@ class SearchService:
         # The query's own indexed copy would be its first result: ask for one more, drop it;
         # and one past the page, to know whether there are more.
         extra = 1 if query.id is not None else 0
-        hits = self.collection.search_vectors(vector, request.offset + request.k + extra + 1)[0]
+        depth = request.offset + request.k + extra + 1
+        hits, timing = self.batcher.search(vector, depth)  # with the searches running meanwhile
         kept = [hit for hit in hits if hit.id != query.id]
         results = _rank(kept[request.offset : request.offset + request.k], query, request.offset)
         more = len(kept) > request.offset + request.k
         took_ms = (time.perf_counter() - started) * 1000.0
-        timing = getattr(self.collection.index, "last_search", None)  # this thread's search
         timing = timing.as_dict() if timing is not None else None
         return Outcome(query, request.k, request.offset, results, took_ms, shown, more, timing)
 
     def _upload_query(self, upload: Upload, preview: bool) -> tuple[Query, np.ndarray, str | None]:
         digest = sha256_bytes(upload.data)
         vector, shown = self._describe(upload.data, digest, preview)
-        known = self.collection.find_sha256(digest)
+        known = self.lookups.find_sha256(digest)
         image_id, label = known if known else (None, None)
         return Query("upload", image_id, label, digest, upload.filename), vector, shown
 
     def _indexed_query(self, image_id: str) -> tuple[Query, np.ndarray]:
-        record = self.collection.get(image_id)
+        record = self.lookups.get(image_id)
         if record is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
         query = Query("id", record.id, record.label, record.sha256)
@@ -202,7 +219,7 @@ class SearchService:
         vector = self.vectors.get(record.sha256)
         if vector is not None:
             return query, vector
-        data = self.collection.image_bytes(image_id)
+        data = self.lookups.image_bytes(image_id)
         if data is None:
             raise NotFound(f"the image {image_id!r} is indexed but its file is gone")
         return query, self._describe(data, record.sha256)[0]
@@ -237,8 +254,8 @@ class SearchService:
 
     # --- reading -----------------------------------------------------------------------------
     def image(self, image_id: str) -> StoredImage:
-        record = self.collection.get(image_id)
-        data = self.collection.image_bytes(image_id) if record else None
+        record = self.lookups.get(image_id)
+        data = self.lookups.image_bytes(image_id) if record else None
         if record is None or data is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
         return StoredImage(data, sniff_mimetype(data), record.sha256)
@@ -248,7 +265,7 @@ class SearchService:
         size = self.collection.extractor.input_size
         stats["input_size"] = list(size) if size else None
         # Images without a label are counted apart: a label may well be the text "None".
-        counts = self.collection.label_counts()
+        counts = self.lookups.label_counts()
         stats["labels"] = {
             label: n for label, n in sorted(counts.items(), key=str) if label is not None
         }
@@ -263,12 +280,12 @@ class SearchService:
         known = self._count
         if known is not None and known[0] == generation:
             return known[1]
-        count = len(collection)
+        count = len(self.lookups)  # the snapshot's own count would wait for its searches
         self._count = (generation, count)
         return count
 
     def examples(self, n: int) -> list[tuple[str, str | None]]:
-        return self.collection.sample(n)
+        return self.lookups.sample(n)
 
     # --- writing (the collection's own writer path: Collection.add / delete) -----------------
     def add(self, upload: Upload, label: str | None, name: str | None) -> ImageRecord:
