@@ -120,20 +120,16 @@ def test_a_real_histogram_of_a_photo_needs_its_pixels() -> None:
     assert float(exact @ at_photo) > 0.99
 
 
-def test_a_collection_saved_with_image_size_0_stays_at_32x32(tmp_path) -> None:
-    """Before 0 meant "auto" it meant "any size": folders were decoded at 32x32 for it."""
-    import json
-
+def test_an_extractor_saved_unsettled_stays_auto(tmp_path) -> None:
     from cbir.features import load_extractor
 
-    folder = tmp_path / "extractor"
-    folder.mkdir()
-    params = dict(get_extractor("gch").defaults, image_size=0)
-    (folder / "params.json").write_text(json.dumps({"name": "gch", "params": params}))
-    loaded = load_extractor(folder)
-    assert loaded.input_size == (32, 32)
-    assert loaded.describe()["params"] == params  # as its manifest says: it still opens
+    get_extractor("gch").save(tmp_path / "auto")
+    loaded = load_extractor(tmp_path / "auto")
+    assert loaded.params["image_size"] == 0  # nothing settled it: its first images will
     assert loaded.transform(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 256)
+    assert loaded.params["image_size"] == 32
+    photo = get_extractor("gch")
+    assert photo.describe()["params"]["image_size"] == 128  # a manifest names a real size
 
 
 @pytest.mark.parametrize(

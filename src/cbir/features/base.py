@@ -84,9 +84,9 @@ class Extractor:
         """Fix an "auto" (0) image_size for good, for images at most `side` pixels a side
         (None: not known yet, e.g. files about to be decoded): `side` itself when that is no
         more than SMALL_SIDE, else `photo_side`. A size given explicitly, or settled already,
-        is kept. Asking an unsettled extractor its input size or dimension (the first thing a
-        new collection does) settles it for photos; its first images (`fit`, `transform`)
-        settle it by their size. Returns self."""
+        is kept. Asking an unsettled extractor its input size, or describing it for a
+        manifest, settles it for photos; its first images (`fit`, `transform`) settle it by
+        their size. Saved unsettled, it stays "auto". Returns self."""
         if self.photo_side and self.params.get("image_size") == 0:
             small = side is not None and 0 < side <= SMALL_SIDE
             self.params["image_size"] = side if small else self.photo_side
@@ -199,7 +199,10 @@ class Extractor:
         """Read what `_save_state` wrote."""
 
     def describe(self) -> dict[str, Any]:
-        """What goes into a manifest or metrics.json: enough to rebuild the same extractor."""
+        """What goes into a manifest or metrics.json: enough to rebuild the same extractor.
+        An auto input size is settled first (for photos, unless images settled it), so a
+        collection's manifest names the size its vectors are made at."""
+        self.settle_image_size()
         return {"name": self.name, "params": dict(self.params)}
 
     def __repr__(self) -> str:

@@ -70,7 +70,6 @@ def hsv_bins(images: np.ndarray, hue: int, saturation: int, value: int) -> np.nd
 
 SPACES = ("hsv", "gray")
 MAX_IMAGE_SIZE = 2048
-LEGACY_SIDE = 32  # collections saved with image_size 0 before it meant "auto"
 
 
 @register("gch")
@@ -101,16 +100,11 @@ class ColorHistogram(Extractor):
 
     @classmethod
     def load(cls, folder: Path) -> Extractor:
-        """A collection saved before gch had `space` holds the reference's gray counts; one
-        saved with image_size 0, before that meant "auto", was described at 32x32 (the size
-        the pipeline decoded images for an extractor without one) and stays so."""
+        """A collection saved before gch had `space` holds the reference's gray counts."""
         params = json.loads((Path(folder) / PARAMS_FILE).read_text())["params"]
         if "space" not in params:
-            params = {**params, "space": "gray", "sqrt": False}
-        extractor = cls(**params)
-        if not extractor.params["image_size"]:
-            extractor.photo_side = 0  # not auto: its vectors were made at LEGACY_SIDE
-        return extractor
+            return cls(**params, space="gray", sqrt=False)
+        return cls(**params)
 
     @property
     def gray(self) -> bool:
@@ -118,7 +112,6 @@ class ColorHistogram(Extractor):
 
     @property
     def dim(self) -> int:
-        self.settle_image_size()  # as hog's and bovw's: a new collection asks this first
         if self.gray:
             return self.params["bins"]
         p = self.params
@@ -126,8 +119,7 @@ class ColorHistogram(Extractor):
 
     @property
     def input_size(self) -> tuple[int, int]:
-        side = self.image_side or LEGACY_SIDE
-        return (side, side)
+        return (self.image_side, self.image_side)
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         counts = map_in_chunks(self._extract_chunk, images, self.dim)

@@ -66,7 +66,12 @@ class HogExtractor(Extractor):
         p = self.params
         self._check_range("image_size", 1, MAX_IMAGE_SIZE)
         if not p["pixels_per_cell"]:  # settled with the size, and recorded with it
-            p["pixels_per_cell"] = max(1, p["image_size"] // self.cells_per_side)
+            if p["image_size"] < 4 * self.cells_per_side:  # below that, not 4x4 whole cells
+                raise CbirError(
+                    f"extractor 'hog': {p['image_size']}x{p['image_size']} images are too "
+                    "small for automatic cells; set pixels_per_cell"
+                )
+            p["pixels_per_cell"] = p["image_size"] // self.cells_per_side
         block = p["pixels_per_cell"] * p["cells_per_block"]
         if block > p["image_size"]:  # the image must hold at least one whole block
             raise CbirError(
@@ -81,7 +86,10 @@ class HogExtractor(Extractor):
 
     @property
     def n_cells(self) -> int:
-        return self.image_side // self.params["pixels_per_cell"]  # settled with image_side
+        p = self.params
+        if not p["image_size"] and not p["pixels_per_cell"]:
+            return self.cells_per_side  # auto cells: as many at any size, nothing to settle
+        return self.image_side // p["pixels_per_cell"]  # settled with image_side
 
     @property
     def dim(self) -> int:
