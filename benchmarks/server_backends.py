@@ -45,7 +45,8 @@ BACKENDS: dict[str, tuple[str, str | None, dict[str, Any]]] = {  # tag -> backen
     "es-exact": ("elasticsearch", "elasticsearch", {"search": "exact"}),
     "es-knn": ("elasticsearch", "elasticsearch", {"search": "knn", "num_candidates": 200}),
     "milvus-flat": ("milvus", "milvus", {"index": "FLAT"}),
-    "milvus-hnsw": ("milvus", "milvus", {"index": "HNSW", "ef": 200}),
+    # ef 200 gave recall@100 0.9887-0.9987 over separate builds of the graph; 300 keeps >= 0.99
+    "milvus-hnsw": ("milvus", "milvus", {"index": "HNSW", "ef": 300}),
     "milvus-lite": ("milvus", "lite", {"index": "FLAT"}),
 }
 
@@ -57,8 +58,8 @@ def main() -> None:
     parser.add_argument("-b", "--backend", action="append", choices=list(BACKENDS))
     parser.add_argument("--queries", type=int, default=10_000, help="first N test images")
     parser.add_argument(
-        "--lite-queries", type=int, default=1_000,
-        help="queries for Milvus Lite (milvus-lite 3.x searches in Python: ~10 queries/s here)",
+        "--lite-queries", type=int, default=10_000,
+        help="queries for Milvus Lite (milvus-lite 3.x searches in Python: ~120 queries/s here)",
     )  # fmt: skip
     parser.add_argument("--batches", default="", help="batch sizes to time, e.g. 64,256,1024")
     parser.add_argument("--data", type=Path)

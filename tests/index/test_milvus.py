@@ -11,7 +11,7 @@ import pytest
 
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import create_index
-from cbir.index.milvus import MAX_NQ
+from cbir.index.milvus import LITE_FLUSH_ROWS, MAX_NQ
 from tests.index.batching import check_batches_match_the_exact_index
 from tests.servers.live import milvus_server_uri  # noqa: F401 (fixture)
 
@@ -83,6 +83,49 @@ def test_a_batch_the_server_refuses_is_one_clear_error(milvus_server_uri: str) -
             index.search(np.ones((MAX_NQ + 1, 4), np.float32), 1)
         index.batch = MAX_NQ  # the same queries, in batches it takes
         assert index.search(np.ones((MAX_NQ + 1, 4), np.float32), 1)[0][-1] == ["a"]
+    finally:
+        index.drop()
+        index.close()
+
+
+def test_a_large_add_to_milvus_lite_is_sealed_in_parts_and_stays_whole(tmp_path: Path) -> None:
+    """Lite seals every LITE_FLUSH_ROWS rows as they are added (bounding its memory): every
+    row stays searchable and deletable across the parts."""
+    rows = 2 * LITE_FLUSH_ROWS + 500
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((rows, 4)).astype(np.float32)
+    ids = [f"r{i}" for i in range(rows)]
+    index = _open(tmp_path, dim=4, collection="parts")
+    index.add(ids, vectors)
+    assert len(index) == rows
+    probe = [0, LITE_FLUSH_ROWS - 1, LITE_FLUSH_ROWS, rows - 1]  # either side of each seal
+    found, scores = index.search(vectors[probe], 1)
+    assert found == [[ids[i]] for i in probe]
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert index.delete([ids[i] for i in probe]) == len(probe)
+    assert len(index) == rows - len(probe)
+    index.close()
+
+
+@pytest.mark.server
+def test_compact_returns_once_the_server_serves_the_indexed_segments(
+    milvus_server_uri: str,  # noqa: F811
+) -> None:
+    index = create_index(
+        "milvus", dim=8, uri=milvus_server_uri, collection=f"compact_{uuid.uuid4().hex}",
+        index="HNSW", M=8, ef=64,
+    )  # fmt: skip
+    try:
+        vectors = np.random.default_rng(4).standard_normal((2_000, 8)).astype(np.float32)
+        ids = [f"c{i}" for i in range(2_000)]
+        index.add(ids, vectors)
+        index.compact(timeout=120)
+        # every row in a sealed segment the query node searches through its HNSW index,
+        # none left in the growing segment
+        loaded = index._client.list_loaded_segments(index.collection)
+        assert sum(segment.num_rows for segment in loaded if segment.index_id) == 2_000
+        found, _ = index.search(vectors[:50], 1)
+        assert [row[0] for row in found] == ids[:50]
     finally:
         index.drop()
         index.close()
