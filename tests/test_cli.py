@@ -85,6 +85,20 @@ def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("name", ["gch", "hog"])
+def test_indexing_cifar10_keeps_its_32x32_images_at_their_size(official_cifar, tmp_path, name):
+    # gch and hog describe files at a photo size; CIFAR-10 indexed from the dataset stays
+    # 32x32, as `cbir benchmark cifar10` describes it
+    collection = tmp_path / "c"
+    result = cbir(
+        "index", "cifar10", "-c", str(collection), "-e", name,
+        "--data", str(official_cifar.parent),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((collection / "manifest.json").read_text())
+    assert manifest["extractor"]["params"]["image_size"] == 32
+
+
 def test_benchmark_on_official_format_agrees_with_trec_eval(official_cifar, tmp_path):
     import pytrec_eval
 

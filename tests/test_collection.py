@@ -210,6 +210,25 @@ def test_a_collection_made_before_a_parameter_existed_still_opens(collection, fo
         Collection.open(folder)
 
 
+@pytest.mark.parametrize("saved_size", [{"image_size": 0}, {}])
+def test_a_gch_collection_made_before_auto_image_sizes_stays_at_32x32(
+    collection, folder, saved_size
+):
+    # an HSV gch saved with image_size 0 (then: "whatever size the pipeline decodes to",
+    # 32x32) or with no image_size at all keeps describing queries as its vectors were made
+    collection.close()
+    old = {"name": "gch", "params": {**get_extractor("gch").params, **saved_size}}
+    old["params"] = {key: value for key, value in old["params"].items() if key != "image_size"}
+    old["params"].update(saved_size)
+    (folder / "extractor" / "params.json").write_text(json.dumps(old))
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["extractor"] = old
+    del manifest["extractor_files"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with Collection.open(folder) as reopened:
+        assert reopened.extractor.input_size == (32, 32)
+
+
 def test_newer_schema_is_refused(collection, folder):
     manifest_path = folder / MANIFEST
     manifest = json.loads(manifest_path.read_text())

@@ -59,6 +59,7 @@ from cbir.database import (
 )
 from cbir.errors import CbirError, CollectionError, DimensionMismatchError
 from cbir.features import Extractor, load_extractor
+from cbir.features.base import SMALL_SIDE
 from cbir.image_store import ImageStore, get_blob, put_blobs
 from cbir.index import DEFAULT_BACKEND, VectorIndex, create_index, keeps_own_data
 from cbir.index.base import check_vectors
@@ -704,7 +705,13 @@ def load_collection_extractor(folder: Path, manifest: dict[str, Any]) -> Extract
         raise CollectionError(
             f"{folder}: the extractor state in {EXTRACTOR_DIR}/ is unreadable ({error})"
         ) from None
-    if not _same_extractor(_as_json(extractor.describe()), manifest["extractor"]):
+    promised = manifest["extractor"]
+    if extractor.photo_side and not promised.get("params", {}).get("image_size"):
+        # Written before an image size could be "auto" (0), the manifest names none, or 0:
+        # its vectors were made at the 32x32 the pipeline then decoded every image to.
+        extractor.settle_image_size(SMALL_SIDE)
+        promised = {**promised, "params": {**promised.get("params", {}), "image_size": SMALL_SIDE}}
+    if not _same_extractor(_as_json(extractor.describe()), promised):
         raise CollectionError(
             f"{folder}: {EXTRACTOR_DIR}/ holds {extractor.describe()} but the manifest says "
             f"{manifest['extractor']}; the collection is damaged"

@@ -43,7 +43,8 @@ def test_a_supervised_extractor_is_cross_fitted_each_query_left_out_once(photos,
     )  # fmt: skip
     assert metrics["supervised"] is True and metrics["folds"] == 3
     assert metrics["extractor_fit"].startswith("supervised, cross-fitted in 3 folds")
-    images = load_folder(photos, (32, 32)).images
+    with Collection.open(kept / "fold-1", read_only=True) as collection:
+        images = load_folder(photos, collection.extractor.input_size).images
     left_out = np.zeros(len(images), dtype=np.int64)
     for fold in range(1, 4):
         with Collection.open(kept / f"fold-{fold}", read_only=True) as collection:

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from cbir.features import DEFAULT_EXTRACTOR, get_extractor
     from cbir.fitting import fit_extractor, load_fit_images
     from cbir.index import check_settings
-    from cbir.pipeline import index_dataset, index_folder
+    from cbir.pipeline import index_dataset, index_folder, settle_input_size
 
     if args.batch_size < 1:
         raise CbirError("--batch-size must be at least 1")
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     def new_extractor():
         """The extractor of a new collection: fitted first when it learns."""
         extractor = requested or get_extractor(DEFAULT_EXTRACTOR, **dict(args.param))
+        if is_cifar:  # an auto image size is CIFAR-10's own 32x32, as in the benchmark
+            settle_input_size(extractor, source.images)
         if not extractor.needs_fit:
             return extractor
         if args.fit_on:
