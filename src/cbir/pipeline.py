@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1024
 PREFETCH = 2  # batches prepared ahead of the one being committed
+# Decoded pixels a folder batch holds at most: 64 photos at 224x224, 196 at 128x128 (CIFAR's
+# 32x32: the batch size). A batch is decoded while the one before it is described, so a batch
+# as large as the folder leaves nothing to overlap: 1,000 photos with efficientnet indexed at
+# 88 images/s in one batch of 1,024, 95-101 in batches of 256, 105-115 in batches of 64
+# (benchmarks/index_photos.py, load 1-1.6).
+BATCH_PIXELS = 64 * 224 * 224
 DEFAULT_SIZE = (32, 32)  # for extractors that take any size (a batch shares one)
 
 T = TypeVar("T")
@@ -155,7 +161,8 @@ def index_folder(
 ) -> IndexReport:
     """Add the images of `folder` that the collection does not hold yet (see ContentPlan).
 
-    Commits batch by batch, so an interrupted run keeps what it committed and a re-run resumes.
+    Commits batch by batch (at most `batch_size` images, and at most BATCH_PIXELS decoded
+    pixels), so an interrupted run keeps what it committed and a re-run resumes.
     Unreadable images are skipped with a warning, or stop the run with `strict` (after every
     batch before the one holding the bad file has committed). `describer` computes the
     vectors (default: `transform`, in this process).
@@ -165,6 +172,7 @@ def index_folder(
     plan = ContentPlan(collection.checksums())
     size = collection.extractor.input_size or DEFAULT_SIZE
     limits = DecodeLimits.from_env()
+    batch_size = max(1, min(batch_size, BATCH_PIXELS // (size[0] * size[1])))
     batches = (
         _folder_batch(entries[start : start + batch_size], plan, size, limits, strict)
         for start in range(0, len(entries), batch_size)

@@ -29,7 +29,12 @@ def add_parser(commands) -> None:
         "folder (or cifar10[:train|:test]) when the collection is created; default: on the "
         "labelled images being indexed",
     )  # fmt: skip
-    index.add_argument("--batch-size", type=int, default=1024, help="images per commit")
+    index.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="images per commit (at most; photos at large input sizes commit fewer, so one batch decodes while another is described)",
+    )
     index.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     add_wait_argument(index)
     add_ray_argument(index)
