@@ -14,8 +14,8 @@ codes seen and every error.
                       again each time it ends before the clients do) holds the writer lock
                       for the whole run; 4 clients keep sending POST /api/images (each
                       refused 503 with Retry-After while the lock is held, or added), and
-                      --clients (16) readers send uploads, searches by id and /api/health in turn. Targets:
-                      0 errors, search p99 < 150 ms, health p99 < 50 ms.
+                      --clients (16) readers send uploads, searches by id and /api/health
+                      in turn. Targets: 0 errors, search p99 < 150 ms, health p99 < 50 ms.
   --scenario costly   six clients send maximum-size images back to back, ignoring Retry-After
                       (three a flat 6300x6300 PNG, 39.7 megapixels in a few hundred KB; three
                       a noisy PNG just under the upload limit), while 2 clients search with

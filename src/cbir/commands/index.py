@@ -30,11 +30,10 @@ def add_parser(commands) -> None:
         "labelled images being indexed",
     )  # fmt: skip
     index.add_argument(
-        "--batch-size",
-        type=int,
-        default=1024,
-        help="images per commit (at most; photos at large input sizes commit fewer, so one batch decodes while another is described)",
-    )
+        "--batch-size", type=int, default=1024,
+        help="images per commit, at most (photos at a large input size commit fewer, so that "
+        "one batch decodes while the one before it is described)",
+    )  # fmt: skip
     index.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     add_wait_argument(index)
     add_ray_argument(index)

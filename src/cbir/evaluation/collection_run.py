@@ -161,5 +161,3 @@ def _full_ranking(
         for done in pool.map(one_chunk, starts):
             bar.update(done)
     return average_precision, interpolated
-
-
