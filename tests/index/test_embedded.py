@@ -151,6 +151,23 @@ def test_find_duplicate_rows() -> None:
 
 
 # --- persistence --------------------------------------------------------------------------------
+def test_duplicates_stay_exact_as_rows_come_and_go() -> None:
+    """The row hashes kept across adds and deletes (a server catching up hashes only the new
+    rows) find the same duplicates as hashing every row afresh."""
+    rng = np.random.default_rng(3)
+    pool = rng.integers(-2, 3, size=(6, 4)).astype(np.float32)  # few distinct rows: many copies
+    index = ExactIndex(4, metric="ip")
+    assert index.duplicates[0].size == 0  # hashes made now, then kept up to date
+    for step in range(12):
+        ids = [f"s{step}-{i}" for i in range(5)]
+        index.add(ids, pool[rng.integers(0, len(pool), size=5)])
+        if step % 3 == 2:
+            index.delete(rng.choice(index.ids, size=4, replace=False).tolist())
+        expected = find_duplicate_rows(np.array(index.vectors))
+        for got, want in zip(index.duplicates, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("mmap", [False, True])
 def test_save_load_round_trip(tmp_path: Path, mmap: bool) -> None:
     index = filled_index(metric="ip")

@@ -69,6 +69,10 @@ class ExactIndex:
         self._id_array: np.ndarray | None = None
         self._rank: np.ndarray | None = None
         self._duplicates: tuple[np.ndarray, np.ndarray] | None = None
+        # Each row's exact hash (see `find_duplicate_rows`), kept up to date by add and delete:
+        # a server catching up with a few new rows every second then hashes only those rows
+        # (0.17 s for all 60,000 rows of 324-d, on every catch-up, otherwise).
+        self._row_hashes: np.ndarray | None = None
 
     # --- contents ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -109,7 +113,9 @@ class ExactIndex:
         apart; every score matrix copies the originals' scores onto their duplicates so that
         identical documents tie exactly, and the tie goes to the id, as trec_eval wants."""
         if self._duplicates is None:
-            self._duplicates = find_duplicate_rows(self.vectors)
+            if self._row_hashes is None:
+                self._row_hashes = row_hashes(self.vectors)
+            self._duplicates = find_duplicate_rows(self.vectors, self._row_hashes)
         return self._duplicates
 
     def _id_array_cached(self) -> np.ndarray:
@@ -128,7 +134,10 @@ class ExactIndex:
         self._position.update((id_, self._count + i) for i, id_ in enumerate(ids))
         self._ids.extend(ids)
         self._count += len(ids)
+        hashes = self._row_hashes
         self._invalidate()
+        if hashes is not None:
+            self._row_hashes = np.concatenate([hashes, row_hashes(vectors)])
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove the given ids (unknown ones are ignored); returns how many were removed."""
@@ -141,7 +150,10 @@ class ExactIndex:
         self._ids = [id_ for id_, kept in zip(self._ids, keep.tolist(), strict=True) if kept]
         self._position = {id_: i for i, id_ in enumerate(self._ids)}
         self._count = len(self._ids)
+        hashes = self._row_hashes
         self._invalidate()
+        if hashes is not None:
+            self._row_hashes = hashes[keep]
         return len(doomed)
 
     def close(self) -> None:
@@ -159,6 +171,7 @@ class ExactIndex:
         self._id_array = None
         self._rank = None
         self._duplicates = None
+        self._row_hashes = None
 
     # --- search ------------------------------------------------------------------------------
     def scores(self, queries: np.ndarray) -> np.ndarray:
@@ -325,20 +338,29 @@ def _candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
-def find_duplicate_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def row_hashes(vectors: np.ndarray) -> np.ndarray:
+    """(N,) uint64: an exact integer hash of each row (its uint32 bits times fixed odd
+    weights, summed mod 2**64: no rounding, unlike a float product)."""
+    dim = vectors.shape[1]
+    weights = np.random.default_rng(0).integers(1, 1 << 63, dim, dtype=np.uint64) | np.uint64(1)
+    return np.ascontiguousarray(vectors, dtype=np.float32).view(np.uint32) @ weights
+
+
+def find_duplicate_rows(
+    vectors: np.ndarray, hashes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows, originals) such that vectors[rows[i]] is bit-identical to vectors[originals[i]]
     and originals[i] < rows[i] is the first row with that vector.
 
-    An exact integer hash of each row (its uint32 bits times fixed odd weights, summed mod
-    2**64: no rounding, unlike a float product) finds the candidates in one pass; rows that
-    share a hash are then grouped exactly with np.unique, so a collision never misleads.
+    The rows' `row_hashes` (computed here unless given) find the candidates in one pass; rows
+    that share a hash are then grouped exactly with np.unique, so a collision never misleads.
     """
     n, dim = vectors.shape
     none = np.zeros(0, dtype=np.intp)
     if n < 2:
         return none, none
-    weights = np.random.default_rng(0).integers(1, 1 << 63, dim, dtype=np.uint64) | np.uint64(1)
-    hashes = np.ascontiguousarray(vectors).view(np.uint32) @ weights
+    if hashes is None:
+        hashes = row_hashes(vectors)
     _, group, sizes = np.unique(hashes, return_inverse=True, return_counts=True)
     shared = np.flatnonzero(sizes[group] > 1)  # storage order
     if len(shared) == 0:
