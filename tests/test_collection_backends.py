@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,37 @@ def test_a_second_process_sees_what_a_writer_sends(make_collection):
         assert len(web.search_vectors(data[:1], k=200)[0]) == N
         web.add(records(range(500, 501), prefix="upload"), vectors(1, seed=9))
         assert len(indexer.index) == N + 1
+
+
+def test_the_database_records_when_the_server_last_changed(make_collection):
+    """A reader learns from it whether its first search must wait for the server to apply
+    every change (Milvus's Strong reads) or may read at once; databases made before the
+    record existed get it from their next writer, as unknown until something changes."""
+    data = vectors(N)
+    collection = make_collection()
+    folder = collection.folder
+
+    def changed_at() -> float | None:
+        with sqlite3.connect(folder / METADATA) as conn:
+            return conn.execute("SELECT changed_at FROM backend_sync").fetchone()[0]
+
+    before = time.time()
+    collection.add(records(range(60)), data[:60])
+    sent_at = changed_at()
+    assert before <= sent_at <= time.time()
+    assert not collection.sync_server_index().sent and changed_at() == sent_at  # no change
+    collection.delete(["img-1"])
+    assert changed_at() > sent_at
+    collection.close()
+    with sqlite3.connect(folder / METADATA) as conn:  # as a cbir before the record made it
+        conn.execute("ALTER TABLE backend_sync DROP COLUMN changed_at")
+    with Collection.open(folder, read_only=True) as reader:
+        assert len(reader.search_vectors(data[:1], k=5)[0]) == 5  # unknown: reads as before
+    with Collection.open(folder) as writer:
+        writer.sync_server_index()
+        assert changed_at() is None
+        writer.add(records(range(60, N)), data[60:])
+        assert changed_at() is not None
 
 
 def test_the_manifest_holds_the_connection_but_never_a_secret(make_collection, monkeypatch):

@@ -17,6 +17,8 @@ at any point is finished by the next one. Only a writer syncs, under the collect
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,8 +28,14 @@ from cbir.index import VectorIndex
 log = logging.getLogger(__name__)
 
 SYNC_TABLE = """CREATE TABLE IF NOT EXISTS backend_sync (
-    location TEXT PRIMARY KEY, seq INTEGER NOT NULL, deletions INTEGER NOT NULL
+    location TEXT PRIMARY KEY, seq INTEGER NOT NULL, deletions INTEGER NOT NULL,
+    changed_at REAL
 )"""
+# `changed_at`: when a sync last sent or removed anything (unix time; NULL: unknown). A reader
+# whose server gives eventually consistent reads (Milvus) reads without waiting for the
+# server's clock when the last change is older than the server's staleness bound.
+# Databases made before that column existed get it the first time a writer syncs.
+ADD_CHANGED_AT = "ALTER TABLE backend_sync ADD COLUMN changed_at REAL"
 
 
 @dataclass
@@ -50,13 +58,16 @@ class BackendSync:
         self.trusted = False  # this object's last sync ran under a lock held ever since
         with db.transaction(bump=False) as conn:  # collections made before syncing existed
             conn.execute(SYNC_TABLE)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(backend_sync)")}
+            if "changed_at" not in columns:
+                conn.execute(ADD_CHANGED_AT)
 
     def run(self, deleted: Sequence[str] | None = None) -> SyncReport:
         """Send what the server is missing. `deleted`: the ids the caller's own last commit
         removed (they are removed from the server directly instead of comparing id lists).
         The caller holds the writer lock."""
         report = SyncReport()
-        seq, seen_deletions = self._recorded()
+        seq, seen_deletions, changed_at = self._recorded()
         with self.db.snapshot() as conn:
             deletions = read_state(conn)[1]
             if seen_deletions is not None and deletions == seen_deletions + 1 and deleted:
@@ -74,23 +85,28 @@ class BackendSync:
             count = conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
             if deletions != seen_deletions or len(self.index) != count:
                 self._compare_ids(conn, report)
+        if report.sent or report.removed:
+            changed_at = time.time()
         with self.db.transaction(bump=False) as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO backend_sync VALUES (?, ?, ?)",
-                (self.location, seq, deletions),
+                "INSERT OR REPLACE INTO backend_sync (location, seq, deletions, changed_at) "
+                "VALUES (?, ?, ?, ?)",
+                (self.location, seq, deletions, changed_at),
             )
         self.trusted = self.keeps_lock
         if report.compared_ids or report.sent > 10_000:
             log.info("synced %s: %s", self.location, report)
         return report
 
-    def _recorded(self) -> tuple[int, int | None]:
-        """(seq sent up to, deletion counter seen); (0, None) for a location never synced."""
+    def _recorded(self) -> tuple[int, int | None, float | None]:
+        """(seq sent up to, deletion counter seen, when it last changed anything); (0, None,
+        None) for a location never synced."""
         with self.db.snapshot() as conn:
             row = conn.execute(
-                "SELECT seq, deletions FROM backend_sync WHERE location = ?", (self.location,)
+                "SELECT seq, deletions, changed_at FROM backend_sync WHERE location = ?",
+                (self.location,),
             ).fetchone()
-        return (row[0], row[1]) if row else (0, None)
+        return (row[0], row[1], row[2]) if row else (0, None, None)
 
     def _compare_ids(self, conn, report: SyncReport) -> None:
         """Make the server hold exactly the database's ids (vectors sent before are right:
@@ -105,3 +121,16 @@ class BackendSync:
         for ids, vectors in read_vectors_of(conn, missing, self.dim):
             self.index.add(ids, vectors)
             report.sent += len(ids)
+
+
+def last_server_change(db: Database, location: str) -> float | None:
+    """When a sync last sent or removed anything at `location` (unix time), or None when
+    unknown (never synced, or synced only by a cbir that did not record it)."""
+    with db.snapshot() as conn:
+        try:
+            row = conn.execute(
+                "SELECT changed_at FROM backend_sync WHERE location = ?", (location,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no such table or column yet
+            return None
+    return row[0] if row else None

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from cbir import __version__
-from cbir.backend_sync import BackendSync, SyncReport
+from cbir.backend_sync import BackendSync, SyncReport, last_server_change
 from cbir.database import (
     Database,
     chunks,
@@ -422,14 +422,20 @@ class Collection:
     def _connect_server_index(self) -> None:
         """A server backend's index, brought up to date first when this process may write
         and no other writer is busy (that one keeps the server up to date itself)."""
+        writer_busy = False
         if self._lock is not None:
             try:
                 with self._lock.hold(0):  # never wait: readers must not stall
                     self._sync_backend()
                     return
             except CollectionBusyError:
-                pass
-        self._index, _ = self._new_index()
+                writer_busy = True
+        self._index, location = self._new_index()
+        if not writer_busy:
+            # how long ago the server last changed tells the index whether its first read
+            # must wait for the server to apply everything (Milvus); a busy writer may be
+            # sending rows right now
+            self._index.note_last_change(last_server_change(self._db, location))
         self._generation, self._deletions = read_state(self._db.conn)
 
     def _load_index(self) -> None:

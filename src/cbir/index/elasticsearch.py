@@ -198,6 +198,9 @@ class ElasticsearchIndex(TimedSearches):
             max_num_segments=1,
         )
 
+    def note_last_change(self, changed_at: float | None) -> None:
+        """Nothing to do: adds and deletes refresh the index, so every search sees them."""
+
     def drop(self) -> None:
         """Delete the whole Elasticsearch index (tests, `cbir` collection removal)."""
         self._call(self._client.indices.delete, index=self.index_name, ignore_unavailable=True)

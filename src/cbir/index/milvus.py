@@ -14,11 +14,14 @@ ordered here (`cbir.index.remote`), so results follow the VectorIndex order; `la
 tells how the last search went (Milvus reports no server time). A search sees every add and
 delete this process made before it (the first search after one is Strong); the others are
 Bounded, so that they do not wait for the server's next tick, and see another process's
-changes within Milvus's staleness bound (seconds).
+changes within Milvus's staleness bound (seconds). A process's first search is Strong too,
+unless its collection says the server last changed longer ago than that bound
+(`note_last_change`): a `cbir search` then answers without waiting for a tick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -64,6 +67,9 @@ LOAD_WAIT = 120.0  # s, at most, for the query node to serve freshly indexed seg
 # Milvus's float32 scores of one vector differ with its place in a batched product: scores this
 # close (relative) are rescored exactly from the vectors of those candidates
 SCORE_ROUNDING = 1e-6
+# Milvus's Bounded reads wait until the server has applied everything older than its
+# `common.gracefulTime` (5 s by default); a change older than this is seen by a Bounded read.
+BOUNDED_SETTLED_S = 10.0
 
 
 # Milvus Lite has no timestamp service, so every query_iterator warns that it takes the
@@ -137,6 +143,14 @@ class MilvusIndex(TimedSearches):
         if self._lite is not None:
             _lite_users[self._lite] += 1
         self._call(self._ensure_collection, build.get(index, {}))
+        _import_sparse_check()
+
+    def note_last_change(self, changed_at: float | None) -> None:
+        """What the collection knows of the server's last change (unix time, None: unknown).
+        When it is older than Milvus's staleness bound and this process changed nothing, a
+        Bounded read sees it all: the first search need not wait for the server's tick."""
+        if changed_at is not None and time.time() - changed_at > BOUNDED_SETTLED_S:
+            self._changed = False
 
     # --- plumbing ----------------------------------------------------------------------------
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -389,3 +403,11 @@ class MilvusIndex(TimedSearches):
             f"MilvusIndex(dim={self.dim}, metric={self.metric!r}, uri={self.uri!r}, "
             f"collection={self.collection!r}, index={self.index_type!r})"
         )
+
+
+def _import_sparse_check() -> None:
+    """pymilvus tells sparse query matrices from dense ones by importing scipy.sparse on its
+    first search (0.2 s on this machine, all of a first `cbir search`'s search time): import
+    it now, with the client's other imports, where opening the index pays for start-up."""
+    with contextlib.suppress(ImportError):  # no scipy: pymilvus checks nothing then
+        import scipy.sparse  # noqa: F401
