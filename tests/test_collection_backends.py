@@ -186,6 +186,23 @@ def test_the_database_records_when_the_server_last_changed(make_collection):
         assert changed_at() is not None
 
 
+def test_compaction_after_a_bulk_load_keeps_every_answer(make_collection, server_backend):
+    """What `cbir index` does after a bulk load: the server seals and indexes what it was
+    sent; searches give the same answers, and a Milvus server serves every row from sealed
+    segments (growing ones are searched by brute force, slower)."""
+    data = vectors(N)
+    collection = make_collection()
+    collection.add(records(range(N)), data)
+    before = ids_of(collection.search_vectors(data[:5], k=10))
+    collection.compact_server_index()
+    assert ids_of(collection.search_vectors(data[:5], k=10)) == before
+    index = collection.index
+    if server_backend[0] == "milvus" and "://" in index.uri:
+        sealed = index._client.list_loaded_segments(index.collection)
+        assert sum(segment.num_rows for segment in sealed) == N
+    collection.close()
+
+
 def test_the_manifest_holds_the_connection_but_never_a_secret(make_collection, monkeypatch):
     monkeypatch.setenv("CBIR_ELASTICSEARCH_USER", "elastic")
     monkeypatch.setenv("CBIR_ELASTICSEARCH_PASSWORD", "s3cret-password")

@@ -280,6 +280,15 @@ class Collection:
         with self._mutex, self._lock.hold(self._lock_timeout):
             return self._sync_backend()
 
+    def compact_server_index(self) -> None:
+        """After a bulk load: the server seals, indexes and merges what was sent (Milvus waits
+        until the new rows are served from indexed segments, Elasticsearch force-merges), so
+        that searches run at the index's speed and recall."""
+        if not self.keeps_vectors_on_server:
+            raise CollectionError(f"{self.folder} keeps its vectors in its own folder")
+        with self._mutex:
+            self.index.compact()
+
     def drop_server_index(self) -> None:
         """Delete this collection's index on its server (Elasticsearch, Milvus), for a
         collection that is being thrown away; the folder itself is left to the caller."""

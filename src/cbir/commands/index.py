@@ -11,6 +11,8 @@ from cbir.commands import add_backend_arguments, add_extractor_arguments
 from cbir.distributed import add_ray_argument, describer_from_args
 from cbir.errors import CbirError, DataNotFoundError
 
+BULK_LOAD_ROWS = 1_000  # rows added in one run before a server backend is compacted
+
 
 def add_parser(commands) -> None:
     index = commands.add_parser("index", help="add the images of a folder to a collection")
@@ -108,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
                 describer=describer,
             )  # fmt: skip
         total = len(collection)
+        if collection.keeps_vectors_on_server and is_bulk_load(report.added, total):
+            print("compacting the server's index (new rows sealed and indexed)", file=sys.stderr)
+            collection.compact_server_index()
     updated = f", updated {report.updated:,}" if report.updated else ""
     print(
         f"added {report.added:,}, already indexed {report.skipped_known:,}{updated}, "
@@ -116,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
     for _, why in report.failed[:10]:
         print(f"  skipped {why}", file=sys.stderr)
     return 0
+
+
+def is_bulk_load(added: int, total: int) -> bool:
+    """A run that added enough to leave a server backend's new rows unindexed (Milvus searches
+    its growing segments by brute force: 30-50 ms a query at 50,000 rows, 13 ms once sealed
+    and indexed; HNSW recall@100 0.983 until then) or spread over many segments
+    (Elasticsearch): worth a compaction. Small additions are left to the server's own merging,
+    which a forced merge of a large index after each one would only repeat."""
+    return added >= BULK_LOAD_ROWS and added * 10 >= total
 
 
 def check_same_extractor(collection, name: str | None, params: dict) -> None:
