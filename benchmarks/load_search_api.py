@@ -297,6 +297,11 @@ def main() -> None:
         "the lock for 30 s)",
     )  # fmt: skip
     parser.add_argument(
+        "--indexer-nice", type=int, default=0, metavar="N",
+        help="run cbir index under `nice -n N` (how a machine that serves runs bulk indexing: "
+        "the server's requests go first when both want the cores)",
+    )  # fmt: skip
+    parser.add_argument(
         "--baseline", action="store_true",
         help="first run the scenario's readers alone for as long, on the same server (writer, "
         "costly): the side-by-side figures under the machine's load of the moment",
@@ -341,6 +346,7 @@ def main() -> None:
                 }
             if args.index_during:
                 command = [
+                    *(("nice", "-n", str(args.indexer_nice)) if args.indexer_nice else ()),
                     sys.executable, "-m", "cbir.cli", "-q", "index", args.index_during,
                     "-c", str(served), "--batch-size", str(args.batch_size),
                     *(("--data", args.data) if args.data else ()),
@@ -378,6 +384,7 @@ def main() -> None:
         "errors": len(tally.errors),
         "error_examples": tally.errors[:10],
         "index_during": args.index_during,
+        "indexer_nice": args.indexer_nice if args.index_during else None,
         "indexer_took_lock_after_s": None if lock_taken_s is None else round(lock_taken_s, 2),
         "indexer_still_writing_at_end": indexer_running_at_end if indexer else None,
         # The first run adds SOURCE's images; when it ends before the clients do, cbir index
