@@ -61,8 +61,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from cbir.benchmarking.measure import save_result
 from cbir.collection import LOCK_FILE, Collection
+from cbir.speed.measure import save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, only benchmarks/ is on sys.path: the repository root is added for the server

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cbir.benchmarking.measure import save_result
+from cbir.speed.measure import save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, only benchmarks/ is on sys.path: the repository root is added for the server

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cbir.evaluation.benchmark import run_folder_benchmark
+from cbir.evaluation.quality_run import run_folder_benchmark
 
 # class -> (number of images, texture orientation); "solo" has one image: R = 0 for it.
 CLASSES = {

@@ -11,8 +11,8 @@ import pytest
 from cbir.cli import main
 from cbir.collection import Collection
 from cbir.datasets import load_folder
-from cbir.evaluation.benchmark import run_folder_benchmark
 from cbir.evaluation.cross_fit import stratified_folds
+from cbir.evaluation.quality_run import run_folder_benchmark
 from cbir.evaluation.report import write_report
 from tests.test_batch_search import BOVW_SMALL, textured_folder
 

@@ -14,8 +14,8 @@ from cbir.cli import main
 from cbir.collection import Collection
 from cbir.datasets import Dataset
 from cbir.errors import CbirError
-from cbir.evaluation.benchmark import run_benchmark, run_folder_benchmark
 from cbir.evaluation.metrics import IPREC_RECALL_LEVELS
+from cbir.evaluation.quality_run import run_benchmark, run_folder_benchmark
 from cbir.evaluation.trec import read_run
 from cbir.features import get_extractor
 from cbir.features.base import Extractor

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cbir.cli import main
 from cbir.errors import CbirError
-from cbir.evaluation.benchmark import run_folder_benchmark
+from cbir.evaluation.quality_run import run_folder_benchmark
 from cbir.evaluation.report import write_report
 from cbir.evaluation.report_blocks import Heading, render_html
 from cbir.evaluation.results import (

@@ -109,7 +109,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_cifar10(args: argparse.Namespace) -> int:
-    from cbir.evaluation.benchmark import run_cifar10_benchmark
+    from cbir.evaluation.quality_run import run_cifar10_benchmark
 
     metrics = run_cifar10_benchmark(
         args.extractor, args.out, data_dir=args.data, extractor_params=dict(args.param),
@@ -120,7 +120,7 @@ def run_cifar10(args: argparse.Namespace) -> int:
 
 
 def run_folder(args: argparse.Namespace) -> int:
-    from cbir.evaluation.benchmark import run_folder_benchmark
+    from cbir.evaluation.quality_run import run_folder_benchmark
 
     if args.folds is not None and args.folds < 2:
         raise CbirError("--folds must be at least 2")

@@ -103,7 +103,7 @@ def _load(args: argparse.Namespace):
     """((images, labels, class names), test (images, labels) or None, source description)."""
     if args.dataset == "cifar10":
         from cbir.datasets import load_cifar10
-        from cbir.evaluation.benchmark import dataset_label
+        from cbir.evaluation.quality_run import dataset_label
 
         download = os.environ.get("CBIR_OFFLINE") != "1"
         data = load_cifar10(args.data, download=download)

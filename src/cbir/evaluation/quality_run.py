@@ -1,4 +1,6 @@
-"""The retrieval benchmark: describe, index, search every query, score it as trec_eval would.
+"""A retrieval-quality run, what `cbir benchmark` does: describe, index, search every query,
+score it as trec_eval would. (Named for what it measures, apart from `cbir.speed`, the speed
+measurements behind `cbir bench`, and from the scripts under benchmarks/.)
 
 Two protocols share one driver:
 - index/queries (CIFAR-10, DESIGN.md section 5): the index images are searched with a separate
