@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.benchmarking.measure import load_average, machine, save_result
 from cbir.features import get_extractor
 from cbir.images import IMAGE_SUFFIXES, decode_many
+from cbir.speed.measure import load_average, machine, save_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bf16_agreement.json"
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.benchmarking.measure import load_average, machine, save_result, stopwatch
 from cbir.commands import parse_param
 from cbir.datasets import load_cifar10
-from cbir.evaluation.benchmark import dataset_label
+from cbir.evaluation.quality_run import dataset_label
 from cbir.features import get_extractor
+from cbir.speed.measure import load_average, machine, save_result, stopwatch
 
 ROOT = Path(__file__).resolve().parent.parent
 

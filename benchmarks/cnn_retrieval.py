@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.benchmarking.measure import save_result
 from cbir.commands import parse_param
 from cbir.datasets import load_cifar10
-from cbir.evaluation.benchmark import dataset_label
 from cbir.evaluation.metrics import average_precision_full, mean_metrics, per_query_metrics
+from cbir.evaluation.quality_run import dataset_label
 from cbir.features import get_extractor
 from cbir.index.embedded import ExactIndex
+from cbir.speed.measure import save_result
 
 DEPTH = 100
 

@@ -24,13 +24,13 @@ import itertools
 import json
 from pathlib import Path
 
-from cbir.benchmarking.measure import load_average, machine, save_result, stopwatch
 from cbir.datasets import load_cifar10
-from cbir.evaluation.benchmark import dataset_label
+from cbir.evaluation.quality_run import dataset_label
 from cbir.features.cnn.checkpoint import CONFIG_FILE
 from cbir.features.cnn.extractor import classifier_paths, network_reader
 from cbir.features.cnn.inference import infer, softmax
 from cbir.features.cnn.models import DEFAULT_WEIGHTS
+from cbir.speed.measure import load_average, machine, save_result, stopwatch
 
 
 def network_folder(name: str) -> Path:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from cbir.benchmarking.measure import load_average, machine, save_result
 from cbir.images import IMAGE_SUFFIXES
+from cbir.speed.measure import load_average, machine, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "index_photos.json"

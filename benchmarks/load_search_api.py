@@ -61,12 +61,16 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from cbir.benchmarking.measure import save_result
 from cbir.collection import LOCK_FILE, Collection
-from cbir.web.client import Client, multipart
-from cbir.web.process import ServerProcess
+from cbir.speed.measure import save_result
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, only benchmarks/ is on sys.path: the repository root is added for the server
+# process and HTTP client of tests/support (test helpers, kept out of the cbir package).
+sys.path.insert(0, str(ROOT))
+from tests.support.http_client import Client, multipart  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 MAX_DURATION_S = 60.0
 REQUEST_TIMEOUT_S = 60.0

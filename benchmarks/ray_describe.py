@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cbir.benchmarking.measure import load_average, machine, save_result, stopwatch
 from cbir.distributed import RayDescriber, RaySession
 from cbir.features import get_extractor
 from cbir.pipeline import describe
+from cbir.speed.measure import load_average, machine, save_result, stopwatch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "ray-describe.json"

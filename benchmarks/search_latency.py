@@ -29,9 +29,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cbir.benchmarking.measure import save_result
-from cbir.web.client import Client
-from cbir.web.process import ServerProcess
+from cbir.speed.measure import save_result
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, only benchmarks/ is on sys.path: the repository root is added for the server
+# process and HTTP client of tests/support (test helpers, kept out of the cbir package).
+sys.path.insert(0, str(ROOT))
+from tests.support.http_client import Client  # noqa: E402
+from tests.support.server_process import ServerProcess  # noqa: E402
 
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 WARMUP = 20

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from cbir.benchmarking.measure import load_average, machine, save_result
 from cbir.commands import parse_param
 from cbir.datasets import load_cifar10
 from cbir.evaluation.metrics import mean_metrics, per_query_metrics
 from cbir.features import get_extractor
 from cbir.index import create_index
 from cbir.servers import children
+from cbir.speed.measure import load_average, machine, save_result
 
 DEPTH = 100
 SINGLE_QUERIES = 200  # one request each, for latency percentiles

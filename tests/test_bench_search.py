@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbir.benchmarking.data import Mixture
-from cbir.benchmarking.measure import latencies_ms, machine, recall
-from cbir.benchmarking.search import SearchBenchmark, run_search_benchmark
 from cbir.cli import main
 from cbir.errors import CbirError
 from cbir.index.spec import parse_spec
+from cbir.speed.data import Mixture
+from cbir.speed.measure import latencies_ms, machine, recall
+from cbir.speed.search import SearchBenchmark, run_search_benchmark
 
 
 def test_mixture_is_seeded_normalised_and_clustered() -> None:

@@ -12,12 +12,8 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 import ray  # noqa: E402
 
 from cbir.collection import Collection  # noqa: E402
-from cbir.distributed import (  # noqa: E402
-    RayDescriber,
-    add_ray_argument,
-    describe_on_ray,
-    describer_from_args,
-)
+from cbir.commands.ray_options import add_ray_argument, describer_from_args  # noqa: E402
+from cbir.distributed import RayDescriber, describe_on_ray  # noqa: E402
 from cbir.errors import CbirError  # noqa: E402
 from cbir.features import get_extractor  # noqa: E402
 from cbir.pipeline import index_folder  # noqa: E402
@@ -126,7 +122,7 @@ def test_a_local_ray_late_at_startup_is_tried_twice(monkeypatch, failures, start
     from cbir import distributed
 
     late = LateRay(failures)
-    monkeypatch.setattr(distributed, "_ray", lambda: late)
+    monkeypatch.setattr(distributed, "import_ray", lambda: late)
     session = distributed.RaySession("local")
     if started:
         assert session.connect() is late

@@ -208,10 +208,12 @@ def test_cifar_sized_datasets_keep_their_32x32_and_files_get_the_photo_size(tmp_
 
 
 def test_a_folder_benchmark_describes_photos_at_the_photo_size(tmp_path):
-    from cbir.evaluation.benchmark import run_folder_benchmark
+    from cbir.evaluation.quality_run import BenchmarkOptions, run_folder_benchmark
 
     photos = write_photos(tmp_path / "photos")
-    run_folder_benchmark(photos, tmp_path / "out", "gch", n_examples=0, depth=5)
+    run_folder_benchmark(
+        photos, tmp_path / "out", "gch", options=BenchmarkOptions(depth=5, n_examples=0)
+    )
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["extractor"]["params"]["image_size"] == 128
 

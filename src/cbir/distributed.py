@@ -12,28 +12,24 @@ those files at the same path on every node.
 
     describe_on_ray(extractor, images)                     # a local Ray, started and stopped
     describe_on_ray(extractor, images, address="auto")     # the cluster this node belongs to
-    cbir index FOLDER -c COL --ray ray://head:10001        # see add_ray_argument
+    cbir index FOLDER -c COL --ray ray://head:10001        # see cbir.commands.ray_options
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import logging
 import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from cbir.errors import CbirError
 from cbir.features import Extractor, load_extractor
-
-if TYPE_CHECKING:  # the CLI builds its parser from this module: keep the import light
-    from cbir.pipeline import Describer
 
 ADDRESS_ENV = "CBIR_RAY_ADDRESS"
 LOCAL = "local"
@@ -45,7 +41,8 @@ INSTALL_HINT = "install the ray extra: pip install 'cbir[ray]'"
 log = logging.getLogger(__name__)
 
 
-def _ray() -> Any:
+def import_ray() -> Any:
+    """The ray module with Ray Data, or a CbirError that says how to install it."""
     try:
         import ray
         import ray.data  # noqa: F401  (the data extra: fails when only ray core is installed)
@@ -92,7 +89,7 @@ class RaySession:
     def connect(self) -> Any:
         if self._ray is not None:
             return self._ray
-        ray = _ray()
+        ray = import_ray()
         if self.address != LOCAL:
             _check_reachable(self.address)
         if ray.is_initialized():  # someone in this process already set Ray up: use it as is
@@ -271,29 +268,3 @@ class RayDescriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- the command line ---------------------------------------------------------------------------
-def add_ray_argument(parser: argparse.ArgumentParser) -> None:
-    """`--ray [ADDRESS]` for commands that describe many images (`cbir index`)."""
-    parser.add_argument(
-        "--ray",
-        nargs="?",
-        const="",  # the bare flag: $CBIR_RAY_ADDRESS, else a local Ray
-        default=None,
-        metavar="ADDRESS",
-        help=(
-            "extract features on a Ray cluster (Ray Data): ADDRESS is 'auto', "
-            f"'ray://HOST:10001' or 'local'; without one, ${ADDRESS_ENV}, else a Ray started "
-            f"on this machine. Needs the ray extra: pip install 'cbir[ray]'"
-        ),
-    )
-
-
-def describer_from_args(args: argparse.Namespace) -> Describer | None:
-    """The describer `--ray` asks for, or None (describe in this process)."""
-    address = getattr(args, "ray", None)
-    if address is None:
-        return None
-    _ray()  # a missing Ray is reported before any work starts
-    return RayDescriber(address or None)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cbir.evaluation.benchmark import run_folder_benchmark
+from cbir.evaluation.quality_run import BenchmarkOptions, run_folder_benchmark
 
 # class -> (number of images, texture orientation); "solo" has one image: R = 0 for it.
 CLASSES = {
@@ -87,5 +87,7 @@ def folder_runs(image_folder, tmp_path_factory) -> dict[str, Path]:
     """Leave-one-out runs of gch and hog over `image_folder` (read-only for the tests)."""
     runs = tmp_path_factory.mktemp("runs")
     for name in ("gch", "hog"):
-        run_folder_benchmark(image_folder, runs / name, extractor_name=name, n_examples=4)
+        run_folder_benchmark(
+            image_folder, runs / name, extractor_name=name, options=BenchmarkOptions(n_examples=4)
+        )
     return {"gch": runs / "gch", "hog": runs / "hog"}

@@ -11,8 +11,8 @@ import pytest
 from cbir.cli import main
 from cbir.collection import Collection
 from cbir.datasets import load_folder
-from cbir.evaluation.benchmark import run_folder_benchmark
 from cbir.evaluation.cross_fit import stratified_folds
+from cbir.evaluation.quality_run import BenchmarkOptions, run_folder_benchmark
 from cbir.evaluation.report import write_report
 from tests.test_batch_search import BOVW_SMALL, textured_folder
 
@@ -39,7 +39,7 @@ def test_a_supervised_extractor_is_cross_fitted_each_query_left_out_once(photos,
     kept = tmp_path / "kept"
     metrics = run_folder_benchmark(
         photos, tmp_path / "out", extractor_name="bovw", extractor_params=BOVW_PARAMS,
-        collection_dir=kept, folds=3, n_examples=0,
+        options=BenchmarkOptions(collection_dir=kept, folds=3, n_examples=0),
     )  # fmt: skip
     assert metrics["supervised"] is True and metrics["folds"] == 3
     assert metrics["extractor_fit"].startswith("supervised, cross-fitted in 3 folds")
@@ -79,8 +79,8 @@ def test_the_report_never_ranks_supervised_against_unsupervised(photos, tmp_path
     for name, params in (("gch", {}), ("bovw", BOVW_PARAMS)):
         runs.append(tmp_path / name)
         run_folder_benchmark(
-            photos, runs[-1], extractor_name=name, extractor_params=params, folds=3,
-            n_examples=0,
+            photos, runs[-1], extractor_name=name, extractor_params=params,
+            options=BenchmarkOptions(folds=3, n_examples=0),
         )  # fmt: skip
     markdown = write_report(runs, tmp_path / "report").markdown.read_text()
     unsupervised = markdown.split("### Unsupervised runs")[1].split("###")[0]

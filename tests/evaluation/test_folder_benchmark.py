@@ -14,8 +14,8 @@ from cbir.cli import main
 from cbir.collection import Collection
 from cbir.datasets import Dataset
 from cbir.errors import CbirError
-from cbir.evaluation.benchmark import run_benchmark, run_folder_benchmark
 from cbir.evaluation.metrics import IPREC_RECALL_LEVELS
+from cbir.evaluation.quality_run import BenchmarkOptions, run_benchmark, run_folder_benchmark
 from cbir.evaluation.trec import read_run
 from cbir.features import get_extractor
 from cbir.features.base import Extractor
@@ -179,8 +179,9 @@ def three_classes_of_four(seed: int) -> Dataset:
 
 def leave_one_out_run(images: Dataset, extractor: Extractor, out: Path) -> dict:
     return run_benchmark(
-        images, images, extractor, out, depth=5, leave_one_out_queries=True, n_examples=0
-    )
+        images, images, extractor, out, BenchmarkOptions(depth=5, n_examples=0),
+        leave_one_out_queries=True,
+    )  # fmt: skip
 
 
 def test_an_extractor_that_needs_fitting_is_fitted_on_the_folder(tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cbir.cli import main
 from cbir.errors import CbirError
-from cbir.evaluation.benchmark import run_folder_benchmark
+from cbir.evaluation.quality_run import BenchmarkOptions, run_folder_benchmark
 from cbir.evaluation.report import write_report
 from cbir.evaluation.report_blocks import Heading, render_html
 from cbir.evaluation.results import (
@@ -147,8 +147,8 @@ def test_runs_of_different_depths_are_not_ranked_on_depth_cut_measures(
 ):
     shallow = tmp_path / "gch-depth5"
     run_folder_benchmark(
-        image_folder, shallow, extractor_name="gch", depth=5, n_examples=0,
-        near_duplicate_threshold=None,
+        image_folder, shallow, extractor_name="gch",
+        options=BenchmarkOptions(depth=5, n_examples=0, near_duplicate_threshold=None),
     )  # fmt: skip
     markdown = write_report([shallow, folder_runs["hog"]], tmp_path / "report").markdown
     table = markdown.read_text().split("### Headline metrics")[1].split("\n\n")[1]

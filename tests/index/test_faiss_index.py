@@ -11,8 +11,6 @@ import faiss
 import numpy as np
 import pytest
 
-from cbir.benchmarking.data import Mixture
-from cbir.benchmarking.measure import recall
 from cbir.errors import CbirError, CollectionError, UnknownNameError
 from cbir.index import create_index
 from cbir.index import faiss_index as faiss_module
@@ -21,6 +19,8 @@ from cbir.index.base import VectorIndex
 from cbir.index.embedded import ExactIndex
 from cbir.index.faiss_index import FaissIndex
 from cbir.index.spec import parse_spec
+from cbir.speed.data import Mixture
+from cbir.speed.measure import recall
 
 # Small structures that build in milliseconds; IVF-PQ trains from 39 * 16 = 624 vectors.
 SPECS = {

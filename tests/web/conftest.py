@@ -11,8 +11,8 @@ from cbir.collection import Collection
 from cbir.features import get_extractor
 from cbir.pipeline import index_folder
 from cbir.web import WebConfig, create_app
-from cbir.web.process import ServerProcess
 from cbir.web.service import EXTENSION_KEY
+from tests.support.server_process import ServerProcess
 from tests.web.helpers import build_collection
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cbir.web.client import Client, multipart
-from cbir.web.process import ServerProcess
 from tests.conftest import png_header_claiming
+from tests.support.http_client import Client, multipart
+from tests.support.server_process import ServerProcess
 from tests.web.helpers import gray_image, png, query_png
 
 SCRIPT = "<script>alert(1)</script>"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 from cbir.cli import main
-from cbir.web.client import Client
-from cbir.web.process import ServerProcess
+from tests.support.http_client import Client
+from tests.support.server_process import ServerProcess
 
 
 def test_serve_needs_a_collection(capsys, monkeypatch, tmp_path):

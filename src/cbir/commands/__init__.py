@@ -1,5 +1,8 @@
 """One module per `cbir` command. Each module defines `add_parser(commands)` that adds its
-sub-parser and sets `handler`; `cli.py` lists the modules. Heavy imports stay inside handlers."""
+sub-parser and sets `handler`; `cli.py` lists the modules. Heavy imports stay inside handlers.
+
+Options that several commands share are defined here (`ray_options.py` holds `--ray`), so a
+command never imports another command's module."""
 
 from __future__ import annotations
 
@@ -49,6 +52,15 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, default: str | None
     parser.add_argument(
         "--param", "-p", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
         help="extractor parameter, repeatable (e.g. -p image_size=64)",
+    )  # fmt: skip
+
+
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """--wait SECONDS, shared by the commands that write to a collection."""
+    parser.add_argument(
+        "--wait", type=float, metavar="SECONDS",
+        help="when another process is writing the collection, wait this long for it "
+        "(default 10, or CBIR_LOCK_TIMEOUT), then give up",
     )  # fmt: skip
 
 

@@ -54,9 +54,9 @@ def add_parser(commands) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from cbir.benchmarking.measure import save_result
-    from cbir.benchmarking.search import SearchBenchmark, run_search_benchmark
     from cbir.index.spec import parse_search, parse_spec
+    from cbir.speed.measure import save_result
+    from cbir.speed.search import SearchBenchmark, run_search_benchmark
 
     spec = parse_spec(args.index)  # fail on a bad spec before minutes of data generation
     for search in (args.search, *args.sweep):

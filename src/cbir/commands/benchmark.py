@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cbir.commands import add_backend_arguments, add_extractor_arguments
 from cbir.errors import CbirError
+
+if TYPE_CHECKING:  # imported by the handlers only: `cbir --help` stays instant
+    from cbir.evaluation.quality_run import BenchmarkOptions
 
 # CIFAR-10's own default: the best committed setting (a preset of `cnn`, trained on CIFAR-10's
 # training images); the default of `cbir index` is made for photos, not for 32x32 images.
@@ -86,7 +90,10 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_arguments(parser, choose=True)
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def _options(args: argparse.Namespace) -> BenchmarkOptions:
+    """The common options as the library's BenchmarkOptions, checked with the flags' names."""
+    from cbir.evaluation.quality_run import BenchmarkOptions
+
     if args.depth < 1:
         raise CbirError("--depth must be at least 1")
     if args.examples < 0:
@@ -94,41 +101,41 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     if args.near_duplicate_threshold < -1:
         raise CbirError("--near-duplicate-threshold is a cosine: -1 or more")
     threshold = args.near_duplicate_threshold
-    return {
-        "depth": args.depth,
-        "with_map_all": not args.no_map_all,
-        "near_duplicate_threshold": threshold if threshold <= 1 else None,
-        "n_examples": args.examples,
-        "seed": args.seed,
-        "collection_dir": args.collection,
+    return BenchmarkOptions(
+        depth=args.depth,
+        with_map_all=not args.no_map_all,
+        near_duplicate_threshold=threshold if threshold <= 1 else None,
+        n_examples=args.examples,
+        seed=args.seed,
+        collection_dir=args.collection,
         # the exact embedded index always runs: it is the yardstick for any other backend
-        "backend": None
-        if args.backend == "embedded"
-        else (args.backend, dict(args.backend_option)),
-    }
+        backend=None if args.backend == "embedded" else (args.backend, dict(args.backend_option)),
+    )
 
 
 def run_cifar10(args: argparse.Namespace) -> int:
-    from cbir.evaluation.benchmark import run_cifar10_benchmark
+    from cbir.evaluation.quality_run import run_cifar10_benchmark
 
     metrics = run_cifar10_benchmark(
         args.extractor, args.out, data_dir=args.data, extractor_params=dict(args.param),
         download=not (args.no_download or os.environ.get("CBIR_OFFLINE") == "1"),
-        **_options(args),
+        options=_options(args),
     )  # fmt: skip
     return _report(metrics, args.out)
 
 
 def run_folder(args: argparse.Namespace) -> int:
-    from cbir.evaluation.benchmark import run_folder_benchmark
+    from cbir.evaluation.quality_run import run_folder_benchmark
 
     if args.folds is not None and args.folds < 2:
         raise CbirError("--folds must be at least 2")
-    folds = {} if args.folds is None else {"folds": args.folds}
+    options = _options(args)
+    if args.folds is not None:  # else the library's default
+        options = replace(options, folds=args.folds)
     metrics = run_folder_benchmark(
         args.path, args.out, extractor_name=args.extractor, extractor_params=dict(args.param),
-        extractor_from=args.extractor_from, queries_folder=args.queries, fit_on=args.fit_on,
-        **folds, **_options(args),
+        extractor_from=args.extractor_from, options=options, queries_folder=args.queries,
+        fit_on=args.fit_on,
     )  # fmt: skip
     return _report(metrics, args.out)
 

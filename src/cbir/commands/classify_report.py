@@ -1,6 +1,7 @@
 """`cbir classify-report cifar10 --out DIR`: the classical classifiers' accuracy / precision
 table (each feature fusion x classifier, train and test) as Markdown, CSV and
-classification.json in DIR. A subsample by default, so that it finishes in minutes."""
+classification.json in DIR. A subsample by default, so that it finishes in minutes. The report
+itself is `cbir.evaluation.classification_report`."""
 
 from __future__ import annotations
 
@@ -40,51 +41,25 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from cbir.datasets import load_cifar10
-    from cbir.evaluation.results import write_classification
-    from cbir.features.classical_report import (
+    from cbir.evaluation.classification_report import (
         CLASSIFIERS,
         FUSIONS,
         check_classifiers,
-        classification_rows,
-        csv_table,
-        feature_blocks,
-        markdown_table,
+        write_classification_report,
     )
+    from cbir.evaluation.results import CLASSIFICATION_FILE
 
     # checked before the minutes of feature extraction
     classifiers = check_classifiers(
         tuple(args.classifiers.split(",")) if args.classifiers else CLASSIFIERS
     )
-    data = load_cifar10(args.data)
-    rng = np.random.default_rng(args.seed)
-    train = np.sort(rng.choice(len(data.train.images), min(args.train, len(data.train.images)),
-                               replace=False))  # fmt: skip
-    # random samples: the JPEG mirror stores images sorted by class
-    test = np.sort(rng.choice(len(data.test.images), min(args.test, len(data.test.images)),
-                              replace=False))  # fmt: skip
-    fusions = tuple(args.fusions.split(",")) if args.fusions else FUSIONS
-    train_labels, test_labels = data.train.labels[train], data.test.labels[test]
-    needed = {part for fusion in fusions for part in fusion.split("+")}
-    blocks = feature_blocks(
-        data.train.images[train], train_labels, data.test.images[test], dict(args.bovw_param),
-        needed,
+    table = write_classification_report(
+        args.out, load_cifar10(args.data), n_train=args.train, n_test=args.test,
+        fusions=tuple(args.fusions.split(",")) if args.fusions else FUSIONS,
+        classifiers=classifiers, folds=args.folds, full_grid=args.full_grid,
+        bovw_params=dict(args.bovw_param), seed=args.seed,
     )  # fmt: skip
-    rows = classification_rows(
-        blocks, train_labels, test_labels, fusions, classifiers,
-        folds=args.folds, seed=args.seed, full_grid=args.full_grid,
-    )  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    selection = (
-        f"{args.folds}-fold stratified grid search ({'full' if args.full_grid else 'small'} "
-        f"grid) on {len(train):,} training images; tested on {len(test):,} images"
-    )
-    write_classification(args.out, rows, dataset="CIFAR-10 (JPEG mirror)", selection=selection)
-    table = markdown_table(rows)
-    (args.out / "classification.md").write_text(table + "\n")
-    (args.out / "classification.csv").write_text(csv_table(rows))
     print(table)
-    print(json.dumps({"wrote": str(args.out / "classification.json")}))
+    print(json.dumps({"wrote": str(args.out / CLASSIFICATION_FILE)}))
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cbir.commands.index import add_wait_argument
+from cbir.commands import add_wait_argument
 
 
 def add_parser(commands) -> None:

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from cbir.commands import add_backend_arguments, add_extractor_arguments
-from cbir.distributed import add_ray_argument, describer_from_args
+from cbir.commands import add_backend_arguments, add_extractor_arguments, add_wait_argument
+from cbir.commands.ray_options import add_ray_argument, describer_from_args
 from cbir.errors import CbirError, DataNotFoundError
 
 BULK_LOAD_ROWS = 1_000  # rows added in one run before a server backend is compacted
@@ -40,15 +40,6 @@ def add_parser(commands) -> None:
     add_wait_argument(index)
     add_ray_argument(index)
     index.set_defaults(handler=run)
-
-
-def add_wait_argument(parser: argparse.ArgumentParser) -> None:
-    """--wait SECONDS, shared by the commands that write to a collection."""
-    parser.add_argument(
-        "--wait", type=float, metavar="SECONDS",
-        help="when another process is writing the collection, wait this long for it "
-        "(default 10, or CBIR_LOCK_TIMEOUT), then give up",
-    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

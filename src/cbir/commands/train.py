@@ -35,7 +35,7 @@ _HELP = {
 
 
 def add_parser(commands) -> None:
-    from cbir.features.cnn.train_config import TrainConfig
+    from cbir.training.train_config import TrainConfig
 
     parser = commands.add_parser("train", help="train a CNN for the `cnn` extractor")
     parser.add_argument(
@@ -73,8 +73,8 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cbir.commands import parse_param
-    from cbir.features.cnn.train import subsample, train
-    from cbir.features.cnn.train_config import TrainConfig
+    from cbir.training.train import subsample, train
+    from cbir.training.train_config import TrainConfig
 
     values = {
         f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "arch_options"
@@ -103,7 +103,7 @@ def _load(args: argparse.Namespace):
     """((images, labels, class names), test (images, labels) or None, source description)."""
     if args.dataset == "cifar10":
         from cbir.datasets import load_cifar10
-        from cbir.evaluation.benchmark import dataset_label
+        from cbir.evaluation.quality_run import dataset_label
 
         download = os.environ.get("CBIR_OFFLINE") != "1"
         data = load_cifar10(args.data, download=download)

@@ -36,9 +36,9 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cbir.datasets import load_cifar10
-    from cbir.features.cnn.train import subsample
-    from cbir.features.cnn.train_config import TrainConfig
-    from cbir.features.cnn.tune import search
+    from cbir.training.train import subsample
+    from cbir.training.train_config import TrainConfig
+    from cbir.training.tune import search
 
     space = dict(args.space)
     if not space:

@@ -10,8 +10,9 @@ served by `cbir serve` under waitress.
     errors.py    JSON errors for /api/* and /images/*, friendly pages elsewhere
     api.py       the JSON API and image bytes
     pages.py     the search and collection pages
-    process.py   a real `cbir serve` child process, for browser tests and benchmarks
-    client.py    a stdlib HTTP client for a running server (keep-alive, multipart)
+
+A real `cbir serve` child process and an HTTP client for it, used by the tests and the
+benchmark scripts, live in tests/support/.
 """
 
 from cbir.web.app import WebConfig, create_app

@@ -29,8 +29,8 @@ def tiny_data() -> tuple[np.ndarray, np.ndarray]:
 
 def train_tiny(folder: Path, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> Path:
     """A tiny airbench trained for 2 epochs; one class name per label value."""
-    from cbir.features.cnn.train import train
-    from cbir.features.cnn.train_config import TrainConfig
+    from cbir.training.train import train
+    from cbir.training.train_config import TrainConfig
 
     config = TrainConfig(
         arch_options=TINY_AIRBENCH, epochs=2, batch_size=64, whiten_bias_epochs=1, tta=1,

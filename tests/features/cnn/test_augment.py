@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from cbir.features.cnn.augment import (
+from cbir.training.augment import (
     augment_batch,
     cutout,
     pad_reflect,

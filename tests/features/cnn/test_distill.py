@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from cbir.errors import CbirError
-from cbir.features.cnn.distill import (
+from cbir.training.distill import (
     TARGETS_FILE,
     TARGETS_RECORD,
     teacher_folders,
     teacher_logits,
 )
-from cbir.features.cnn.losses import combined_loss, distillation_loss
-from cbir.features.cnn.train import train
-from cbir.features.cnn.train_config import LossWeights, TrainConfig
+from cbir.training.losses import combined_loss, distillation_loss
+from cbir.training.train import train
+from cbir.training.train_config import LossWeights, TrainConfig
 
 from .conftest import TINY_AIRBENCH
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cbir.features.cnn.losses import batch_hard_triplet, combined_loss, supervised_contrastive
-from cbir.features.cnn.train_config import LossWeights
+from cbir.training.losses import batch_hard_triplet, combined_loss, supervised_contrastive
+from cbir.training.train_config import LossWeights
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from cbir.errors import CbirError
 from cbir.features.cnn.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
-from cbir.features.cnn.train import LOG_FILE, lr_factor, split_validation, subsample, train
-from cbir.features.cnn.train_config import TrainConfig
+from cbir.training.train import LOG_FILE, lr_factor, split_validation, subsample, train
+from cbir.training.train_config import TrainConfig
 
 from .conftest import TINY_AIRBENCH
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from cbir.errors import CbirError
-from cbir.features.cnn.train_config import TrainConfig
+from cbir.training.train_config import TrainConfig
 
 from .conftest import TINY_AIRBENCH, colour_dataset
 
 
 def test_tuning_needs_a_validation_slice() -> None:
-    from cbir.features.cnn.tune import search
+    from cbir.training.tune import search
 
     with pytest.raises(CbirError, match="validation"):
         search(*colour_dataset(8), {"lr": [1.0]}, TrainConfig(val_split=0.0))
@@ -21,7 +21,7 @@ def test_tiny_search_with_asha(tmp_path) -> None:
     pytest.importorskip("ray.tune", reason="Ray Tune not installed: pip install 'cbir[tune]'")
     import ray
 
-    from cbir.features.cnn.tune import search
+    from cbir.training.tune import search
 
     assert not ray.is_initialized()
     base = TrainConfig(arch_options=TINY_AIRBENCH, epochs=2, batch_size=32, val_split=0.25,

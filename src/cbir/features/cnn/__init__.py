@@ -1,3 +1,3 @@
-"""CNN embeddings trained from scratch: networks, augmentation, losses, the training loop,
-checkpoints, model loading with layer hooks, batched inference and the `cnn` extractor.
+"""CNN embeddings: networks, checkpoints, model loading with layer hooks, batched inference
+and the `cnn` extractor (training them is `cbir.training`).
 Everything here imports torch, so `cbir.features` reaches it only through the lazy registry."""

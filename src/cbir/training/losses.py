@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cbir.features.cnn.train_config import LossWeights
+from cbir.training.train_config import LossWeights
 
 
 def supervised_contrastive(

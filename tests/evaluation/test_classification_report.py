@@ -1,15 +1,20 @@
+"""`cbir classify-report`: the classical classifiers' table, from the feature blocks to its
+three files."""
+
 import numpy as np
 import pytest
 
+from cbir.datasets import Cifar10, Dataset
 from cbir.errors import CbirError
-from cbir.evaluation.results import read_classification, write_classification
-from cbir.features.classical_report import (
+from cbir.evaluation.classification_report import (
     CLASSIFIERS,
     classification_rows,
     csv_table,
     grid,
     markdown_table,
+    write_classification_report,
 )
+from cbir.evaluation.results import read_classification, write_classification
 
 
 def _blocks(n_per_class=30, seed=0):
@@ -95,3 +100,30 @@ def test_cli_rejects_an_unknown_classifier_before_loading_data(tmp_path, capsys)
     assert main(argv) == 2
     assert "unknown classifier(s) bayes" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _gray_split(n_per_class: int, seed: int) -> Dataset:
+    """Three classes of 32x32 images a gray-level histogram tells apart."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n_per_class)
+    levels = np.array([40, 128, 215])[labels]
+    noise = rng.integers(-15, 16, size=(len(labels), 32, 32, 3))
+    images = np.clip(levels[:, None, None, None] + noise, 0, 255).astype(np.uint8)
+    ids = [f"{i}" for i in range(len(labels))]
+    return Dataset(ids, images, labels.astype(np.int64), ["dark", "mid", "light"])
+
+
+def test_the_report_samples_the_images_and_writes_its_three_files(tmp_path):
+    data = Cifar10(_gray_split(10, seed=0), _gray_split(6, seed=1), source="synthetic")
+    out = tmp_path / "report"
+    table = write_classification_report(
+        out, data, n_train=24, n_test=12, fusions=("gch",), classifiers=("gaussian_nb",),
+        folds=3,
+    )  # fmt: skip
+    payload = read_classification(out / "classification.json")
+    (row,) = payload["results"]
+    assert (row["features"], row["classifier"]) == ("gch", "gaussian_nb")
+    assert row["test_accuracy"] > 0.9
+    assert "on 24 training images; tested on 12 images" in payload["selection"]
+    assert (out / "classification.md").read_text() == table + "\n"
+    assert (out / "classification.csv").read_text() == csv_table(payload["results"])

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cbir.errors import CbirError
-from cbir.features.cnn.train_config import TrainConfig
+from cbir.training.train_config import TrainConfig
 
 METRIC = "val_acc"
 
@@ -39,7 +39,7 @@ def _report(metrics: dict[str, Any]) -> None:
 def _trial(
     params: dict[str, Any], base: dict[str, Any], images: np.ndarray, labels: np.ndarray
 ) -> None:
-    from cbir.features.cnn.train import train
+    from cbir.training.train import train
 
     config = TrainConfig(**{**base, **params})
 

@@ -21,10 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cbir.features.cnn.augment import augment_batch, pad_reflect
 from cbir.features.cnn.checkpoint import save_checkpoint
 from cbir.features.cnn.inference import autocast, infer
-from cbir.features.cnn.losses import combined_loss
 from cbir.features.cnn.networks import (
     CIFAR_MEAN,
     CIFAR_STD,
@@ -33,8 +31,10 @@ from cbir.features.cnn.networks import (
     init_whitening,
     normalise,
 )  # fmt: skip
-from cbir.features.cnn.train_config import TrainConfig
 from cbir.progress import progress_bar
+from cbir.training.augment import augment_batch, pad_reflect
+from cbir.training.losses import combined_loss
+from cbir.training.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def _teacher_targets(
     """The teacher ensemble's logits per training image (cached in `out_dir`), or None."""
     if not config.distill:
         return None
-    from cbir.features.cnn.distill import DISTILL_TTA, teacher_folders, teacher_logits
+    from cbir.training.distill import DISTILL_TTA, teacher_folders, teacher_logits
 
     logits = teacher_logits(
         teacher_folders(config.distill_from), images, classes, tta=DISTILL_TTA,

@@ -1,6 +1,6 @@
-"""A real `cbir serve` child process on 127.0.0.1: for the browser tests and the latency
-benchmark. It picks a free port (--port 0, read back from the server's first line), is
-started and stopped by its PID, and every wait is bounded in time."""
+"""A real `cbir serve` child process on 127.0.0.1, for the tests that drive a real server and
+for the latency and load benchmarks. It picks a free port (--port 0, read back from the
+server's first line), is started and stopped by its PID, and every wait is bounded in time."""
 
 from __future__ import annotations
 

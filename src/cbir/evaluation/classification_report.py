@@ -1,15 +1,26 @@
-"""The classical classifiers' table (REFERENCE.md section 6): each feature fusion x classifier,
-a grid search with k-fold cross-validation on the training images, accuracy and macro precision
-on train and test; rows in the format of classification.json."""
+"""The classical classifiers' table behind `cbir classify-report` (REFERENCE.md section 6):
+each feature fusion x classifier, a grid search with k-fold cross-validation on the training
+images, accuracy and macro precision on train and test.
+
+Everything of the report is here, from the image sample to its three files
+(classification.json, .md, .csv) in the output folder, except the format of
+classification.json: `cbir.evaluation.results` defines, writes and validates it, as it does for
+every file of a run folder that `cbir report` reads back. (The linear classifiers the bovw
+extractor fuses with are part of that extractor: `cbir.features.classical_classifiers`.)"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cbir.errors import UnknownNameError
+from cbir.evaluation.results import write_classification
 from cbir.features import get_extractor
+
+if TYPE_CHECKING:
+    from cbir.datasets import Cifar10
 
 # The reference's three early fusions, plus our dense BoVW pipeline's features.
 FUSIONS = ("hog+gch", "hog+sift", "hog+gch+sift", "bovw")
@@ -196,3 +207,47 @@ def csv_table(rows: list[dict[str, Any]]) -> str:
     lines = [",".join(keys)]
     lines += [",".join(str(row[key]) for key in keys) for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def write_classification_report(
+    out: Path,
+    data: Cifar10,
+    *,
+    n_train: int = 5000,
+    n_test: int = 2000,
+    fusions: tuple[str, ...] = FUSIONS,
+    classifiers: tuple[str, ...] = CLASSIFIERS,
+    folds: int = 5,
+    full_grid: bool = False,
+    bovw_params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> str:
+    """The whole report on a seeded random sample of CIFAR-10 (`n_train` training images,
+    `n_test` test images): classification.json, classification.md and classification.csv in
+    `out`. Returns the Markdown table."""
+    check_classifiers(classifiers)
+    rng = np.random.default_rng(seed)
+    # random samples: the JPEG mirror stores images sorted by class
+    train = np.sort(rng.choice(len(data.train.images), min(n_train, len(data.train.images)),
+                               replace=False))  # fmt: skip
+    test = np.sort(rng.choice(len(data.test.images), min(n_test, len(data.test.images)),
+                              replace=False))  # fmt: skip
+    train_labels, test_labels = data.train.labels[train], data.test.labels[test]
+    needed = {part for fusion in fusions for part in fusion.split("+")}
+    blocks = feature_blocks(
+        data.train.images[train], train_labels, data.test.images[test], bovw_params or {}, needed
+    )
+    rows = classification_rows(
+        blocks, train_labels, test_labels, fusions, classifiers,
+        folds=folds, seed=seed, full_grid=full_grid,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    selection = (
+        f"{folds}-fold stratified grid search ({'full' if full_grid else 'small'} "
+        f"grid) on {len(train):,} training images; tested on {len(test):,} images"
+    )
+    write_classification(out, rows, dataset="CIFAR-10 (JPEG mirror)", selection=selection)
+    table = markdown_table(rows)
+    (out / "classification.md").write_text(table + "\n")
+    (out / "classification.csv").write_text(csv_table(rows))
+    return table

@@ -1,6 +1,6 @@
 """The search benchmark behind `cbir bench search`: exact and approximate side by side.
 
-Both indexes get the same seeded, clustered vectors (cbir.benchmarking.data) and the same
+Both indexes get the same seeded, clustered vectors (cbir.speed.data) and the same
 queries, in one process, one after the other: build time, single-query latency (p50 / p99
 over `single` queries, one call each), batched throughput (all queries in one call), size
 as saved to disk, and the approximate index's recall@k against the exact results.
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from cbir import __version__
-from cbir.benchmarking.data import Mixture
-from cbir.benchmarking.measure import (
+from cbir.errors import CbirError
+from cbir.speed.data import Mixture
+from cbir.speed.measure import (
     folder_mb,
     latencies_ms,
     load_average,
@@ -28,7 +29,6 @@ from cbir.benchmarking.measure import (
     rss_mb,
     stopwatch,
 )
-from cbir.errors import CbirError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""The retrieval benchmark: describe, index, search every query, score it as trec_eval would.
+"""A retrieval-quality run, what `cbir benchmark` does: describe, index, search every query,
+score it as trec_eval would. (Named for what it measures, apart from `cbir.speed`, the speed
+measurements behind `cbir bench`, and from the scripts under benchmarks/.)
 
 Two protocols share one driver:
 - index/queries (CIFAR-10, DESIGN.md section 5): the index images are searched with a separate
@@ -66,41 +68,52 @@ class _Section:
         self.timer.timings[self.name] = self.timer.timings.get(self.name, 0.0) + elapsed
 
 
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """How a run measures and what it keeps, the same on every dataset (`cbir benchmark`'s
+    common options; commands/benchmark.py builds it from them)."""
+
+    depth: int = 100  # results per query
+    with_map_all: bool = True  # map_all and the precision-recall curve: a full ranking per query
+    near_duplicate_threshold: float | None = DEFAULT_THRESHOLD  # cosine; None skips the check
+    n_examples: int = N_EXAMPLES  # example queries saved with thumbnails under examples/
+    seed: int = 0  # of the example sample and of the cross-fitting folds
+    folds: int = DEFAULT_FOLDS  # cross-fitting, for an extractor that learns from labels
+    collection_dir: Path | None = None  # keep the collection(s) built here (else temporary)
+    # (name, settings): the top-k run comes from that backend, measured against the exact
+    # embedded index (see `backend_run`)
+    backend: tuple[str, dict[str, Any]] | None = None
+
+
 def run_benchmark(
     index_set: Dataset,
     queries: Dataset,
     extractor: Extractor,
     out_dir: Path,
-    depth: int = 100,
-    dataset_name: str = "",
-    with_map_all: bool = True,
-    timer: Timer | None = None,
+    options: BenchmarkOptions | None = None,
     *,
+    dataset_name: str = "",
+    timer: Timer | None = None,
     leave_one_out_queries: bool = False,
     fitted_on: str | None = None,
-    folds: int = DEFAULT_FOLDS,
-    collection_dir: Path | None = None,
-    near_duplicate_threshold: float | None = DEFAULT_THRESHOLD,
-    n_examples: int = N_EXAMPLES,
-    seed: int = 0,
     extra: dict[str, Any] | None = None,
-    backend: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole protocol through the product and write the run folder `out_dir`;
     returns metrics.json's content.
 
     The index images go into a real collection (fitted as `cbir index` fits, indexed by the
-    same pipeline; temporary, or kept in `collection_dir`) and every query is searched
+    same pipeline; temporary, or kept in `options.collection_dir`) and every query is searched
     through the collection as `cbir search` and `cbir serve` search it.
 
     `leave_one_out_queries`: `queries` is `index_set` and each image is left out of its own
-    ranking; an extractor that learns from labels is then cross-fitted (`folds` collections,
+    ranking; an extractor that learns from labels is then cross-fitted (`options.folds`
+    collections,
     each fitted without the queries it answers). `fitted_on`: the extractor arrives fitted
     (say where, for metrics.json) and is not fitted again; a run whose queries took part in
     fitting a label-using extractor is refused. `extra` is merged into metrics.json.
-    `backend` (name, settings): the top-k run comes from that backend, measured against the
-    exact embedded index (see `backend_run`).
     """
+    options = options or BenchmarkOptions()
+    depth = options.depth
     if not index_set.labelled or not queries.labelled:
         raise CbirError("a benchmark needs labelled images (one subfolder per class)")
     if leave_one_out_queries and queries is not index_set:
@@ -121,14 +134,14 @@ def run_benchmark(
 
     with timer.section("fit_s"):  # 0 for extractors that learn nothing
         parts, fit = plan_fitting(
-            extractor, index_set, queries, leave_one_out_queries, fitted_on, folds, seed,
-            dataset_name,
+            extractor, index_set, queries, leave_one_out_queries, fitted_on, options.folds,
+            options.seed, dataset_name,
         )  # fmt: skip
-    if backend is not None and len(parts) > 1:
+    if options.backend is not None and len(parts) > 1:
         raise CbirError("--backend compares one collection; it cannot run a cross-fitted benchmark")
     found = search_parts(
-        parts, index_set, queries, depth, leave_one_out_queries, collection_dir, timer,
-        with_map_all, backend,
+        parts, index_set, queries, depth, leave_one_out_queries, options.collection_dir, timer,
+        options.with_map_all, options.backend,
     )  # fmt: skip
     ranked_ids, scores = found.ranked_ids, found.scores
     label_of = dict(zip(index_set.ids, index_set.labels.tolist(), strict=True))
@@ -147,14 +160,14 @@ def run_benchmark(
         relevance, n_retrieved = _relevance_matrix(ranked_ids, queries.labels, label_of, depth)
         per_query = per_query_metrics(relevance, n_relevant, depth, n_retrieved=n_retrieved)
     interpolated = None
-    if with_map_all:
+    if options.with_map_all:
         per_query["map_all"], interpolated = found.average_precision, found.interpolated
     near = None
-    if near_duplicate_threshold is not None:
+    if options.near_duplicate_threshold is not None:
         with timer.section("near_duplicates_s"):
             near = find_near_duplicates(
                 queries.images, index_set.images, index_set.ids,
-                threshold=near_duplicate_threshold, query_ids=exclude,
+                threshold=options.near_duplicate_threshold, query_ids=exclude,
             )  # fmt: skip
     with timer.section("write_s"):
         # ids are TREC-safe already (see `_subset`), and ranked in trec_eval's order
@@ -167,7 +180,7 @@ def run_benchmark(
     with timer.section("examples_s"):
         n_saved = save_examples(
             out_dir, queries, index_set, ranked_ids, scores, n_relevant,
-            near.flagged if near is not None else None, n=n_examples, seed=seed,
+            near.flagged if near is not None else None, n=options.n_examples, seed=options.seed,
         )  # fmt: skip
     timer.timings["total_s"] = time.perf_counter() - started + timer.timings.get("load_s", 0.0)
 
@@ -187,7 +200,7 @@ def run_benchmark(
         "extractor_fit": fit.text,
         "supervised": fit.supervised,
         "n_examples": n_saved,  # example queries saved under examples/
-        **({"collection": str(Path(collection_dir).resolve())} if collection_dir else {}),
+        **({"collection": str(Path(kept).resolve())} if (kept := options.collection_dir) else {}),
         **(extra or {}),
         "timings": {name: round(value, 3) for name, value in timer.timings.items()},
     }
@@ -294,23 +307,20 @@ def run_cifar10_benchmark(
     extractor_name: str,
     out_dir: Path,
     data_dir: str | Path | None = None,
-    depth: int = 100,
     extractor_params: dict[str, Any] | None = None,
-    with_map_all: bool = True,
     download: bool = True,
-    **options: Any,
+    *,
+    options: BenchmarkOptions | None = None,
 ) -> dict[str, Any]:
-    """50,000 training images indexed, 10,000 test images as queries. `options` go to
-    `run_benchmark` (near_duplicate_threshold, n_examples, seed)."""
+    """50,000 training images indexed, 10,000 test images as queries."""
     timer = Timer()
     extractor = get_extractor(extractor_name, **(extractor_params or {}))
     with timer.section("load_s"), progress_bar(60_000, "load CIFAR-10") as bar:
         data = load_cifar10(data_dir, download=download, progress=bar.update)
     settle_input_size(extractor, data.train.images)  # 32x32: an auto size stays 32x32
     return run_benchmark(
-        data.train, data.test, extractor, out_dir, depth=depth,
-        dataset_name=dataset_label(data.source), with_map_all=with_map_all, timer=timer,
-        **options,
+        data.train, data.test, extractor, out_dir, options,
+        dataset_name=dataset_label(data.source), timer=timer,
     )  # fmt: skip
 
 
@@ -320,12 +330,10 @@ def run_folder_benchmark(
     extractor_name: str | None = None,
     extractor_params: dict[str, Any] | None = None,
     extractor_from: str | Path | None = None,
-    depth: int = 100,
-    with_map_all: bool = True,
     *,
+    options: BenchmarkOptions | None = None,
     queries_folder: str | Path | None = None,
     fit_on: str | Path | None = None,
-    **options: Any,
 ) -> dict[str, Any]:
     """A labelled folder (one subfolder per class). Leave-one-out by default: every image a
     query against all the others; with `queries_folder`, the folder is indexed and that
@@ -334,8 +342,7 @@ def run_folder_benchmark(
 
     The extractor comes from `extractor_name` or from a collection (`extractor_from`, its
     saved, fitted state); one that learns is fitted on `fit_on` when given, else as
-    `cross_fit` says. `options` go to `run_benchmark` (collection_dir, folds,
-    near_duplicate_threshold, n_examples, seed, backend)."""
+    `cross_fit` says."""
     timer = Timer()
     extractor, fitted_on = _folder_extractor(extractor_name, extractor_params, extractor_from)
     settle_input_size(extractor, Path(folder))  # before fitting or decoding anything
@@ -356,10 +363,9 @@ def run_folder_benchmark(
     if queries_folder is not None:
         extra["queries_source"] = str(Path(queries_folder).resolve())
     return run_benchmark(
-        images, queries, extractor, out_dir, depth=depth,
-        dataset_name=f"folder {Path(folder).resolve().name}", with_map_all=with_map_all,
-        timer=timer, leave_one_out_queries=queries_folder is None, fitted_on=fitted_on,
-        extra=extra, **options,
+        images, queries, extractor, out_dir, options,
+        dataset_name=f"folder {Path(folder).resolve().name}", timer=timer,
+        leave_one_out_queries=queries_folder is None, fitted_on=fitted_on, extra=extra,
     )  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Talking to a running `cbir serve` over HTTP with the standard library only: one keep-alive
-connection, multipart bodies built by hand. Used by the latency benchmark and the tests that
-drive a real server; handy for scripts too."""
+connection, multipart bodies built by hand. Used by the tests that drive a real server and by
+the latency and load benchmarks."""
 
 from __future__ import annotations
 
