@@ -129,7 +129,7 @@ class Collection:
             self._closed = True
             self._store.close()
             self._live.close()
-            # last: the next writer may open the same server index (a Milvus Lite file)
+            # the lock last: the next writer finds the database and the index closed
             self._store.release_lock()
 
     def __enter__(self) -> Collection:
@@ -192,15 +192,9 @@ class Collection:
         self._live.drop_server_index()
 
     # --- the store (see CollectionStore) -------------------------------------------------------
-    def add(
-        self,
-        records: Sequence[ImageRecord],
-        vectors: np.ndarray,
-        *,
-        blobs: Iterable[bytes] = (),
-        replace: bool = False,
-    ) -> int:
-        return self._store.add(records, vectors, blobs=blobs, replace=replace)
+    def add(self, records: Sequence[ImageRecord], vectors: np.ndarray, **options: Any) -> int:
+        """See CollectionStore.add (options: `blobs`, `replace`)."""
+        return self._store.add(records, vectors, **options)
 
     def delete(self, ids: Iterable[str]) -> int:
         return self._store.delete(ids)

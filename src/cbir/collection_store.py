@@ -72,7 +72,8 @@ class ImageRecord:
 
 
 class CollectionStore:
-    """Open with `CollectionStore.open(folder)` or make one with `CollectionStore.create(...)`.
+    """Opened by `CollectionStore.open` or made by `CollectionStore.create`, through
+    `Collection.open` and `Collection.create` (which hold the defaults).
 
     Thread-safe: one re-entrant `mutex` guards the connection (and, shared with the live
     index, the index built from it)."""
@@ -108,9 +109,9 @@ class CollectionStore:
         folder: str | Path,
         extractor: Extractor,
         backend: str,
-        metric: str = "cosine",
-        lock_timeout: float | None = None,
-        backend_settings: dict[str, Any] | None = None,
+        metric: str,
+        lock_timeout: float | None,
+        backend_settings: dict[str, Any] | None,
     ) -> CollectionStore:
         """A new, empty collection, returned as its writer (holding the lock until closed).
         `backend_settings` are passed to the backend's constructor whenever the index is
@@ -144,11 +145,7 @@ class CollectionStore:
 
     @classmethod
     def open(
-        cls,
-        folder: str | Path,
-        read_only: bool = False,
-        writer: bool = False,
-        lock_timeout: float | None = None,
+        cls, folder: str | Path, read_only: bool, writer: bool, lock_timeout: float | None
     ) -> CollectionStore:
         """Open an existing collection. `writer=True` takes the writer lock until `close`;
         `read_only=True` never locks and refuses to write."""
