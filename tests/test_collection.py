@@ -251,7 +251,7 @@ def test_database_is_wal_and_fully_synced(collection, folder):
     conn = sqlite3.connect(folder / METADATA)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    assert collection._db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert collection._store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_missing_or_corrupt_database_is_a_clear_error(collection, folder):

@@ -28,18 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from cbir.collection import (
+from cbir.database import Database, read_state, read_vectors
+from cbir.errors import CbirError, CollectionError
+from cbir.image_store import sha256_bytes
+from cbir.index import backend_class, keeps_own_data
+from cbir.index.settings import settings_at_open
+from cbir.manifest import (
     EXTRACTOR_DIR,
     MANIFEST,
     METADATA,
     load_collection_extractor,
     read_manifest,
 )
-from cbir.database import Database, read_state, read_vectors
-from cbir.errors import CbirError, CollectionError
-from cbir.image_store import sha256_bytes
-from cbir.index import backend_class, keeps_own_data
-from cbir.index.settings import settings_at_open
 
 SHOWN = 5  # ids quoted per finding
 

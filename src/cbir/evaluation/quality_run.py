@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from cbir.batch_search import trec_id
-from cbir.collection import load_collection_extractor, read_manifest
 from cbir.datasets import MIRROR_FOLDER, MIRROR_TARBALL, Dataset, load_cifar10, load_folder
 from cbir.errors import CbirError
 from cbir.evaluation.collection_run import search_parts
@@ -37,6 +36,7 @@ from cbir.evaluation.near_duplicates import DEFAULT_THRESHOLD, NearDuplicates, f
 from cbir.evaluation.trec import write_run
 from cbir.features import DEFAULT_EXTRACTOR, Extractor, get_extractor
 from cbir.fitting import fit_extractor, load_fit_images
+from cbir.manifest import load_collection_extractor, read_manifest
 from cbir.pipeline import DEFAULT_SIZE, settle_input_size
 from cbir.progress import progress_bar
 from cbir.storage import atomic_write_json, atomic_write_text
