@@ -70,7 +70,7 @@ def main() -> None:
     metrics = mean_metrics(per_query, n_relevant)
     if not args.no_map_all:
         started = time.perf_counter()
-        stored_labels = np.array([label_of[i] for i in index.ids])
+        stored_labels = np.array([label_of[i] for i in index.ids()])
         ap = [
             average_precision_full(
                 index.scores(query_vectors[s : s + 256]),

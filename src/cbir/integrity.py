@@ -31,7 +31,7 @@ import numpy as np
 from cbir.database import Database, read_state, read_vectors
 from cbir.errors import CbirError, CollectionError
 from cbir.image_store import sha256_bytes
-from cbir.index import backend_class, keeps_own_data
+from cbir.index import create_index, keeps_own_data
 from cbir.index.settings import settings_at_open
 from cbir.manifest import (
     EXTRACTOR_DIR,
@@ -168,10 +168,9 @@ def _check_server(folder: Path, manifest: dict, conn: sqlite3.Connection, report
     backend = manifest["backend"]
     if not keeps_own_data(backend["name"]):
         return
-    backend_type = backend_class(backend["name"])
     settings, location = settings_at_open(backend["name"], backend.get("settings", {}), folder)
     try:
-        index = backend_type(dim=manifest["dim"], metric=manifest["metric"], **settings)
+        index = create_index(backend["name"], manifest["dim"], manifest["metric"], **settings)
         try:
             remote = set(index.ids())
         finally:

@@ -66,16 +66,24 @@ def add_wait_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_backend_arguments(parser: argparse.ArgumentParser, choose: bool) -> None:
     """--backend NAME (`choose`: where the command makes a new index) and repeatable
-    --backend-option KEY=VALUE. Credentials never go here: they come from the environment."""
+    --backend-option KEY=VALUE, described from the backends' declarations (`cbir.index`).
+    Credentials never go here: they come from the environment."""
+    from cbir.index import DEFAULT_BACKEND, available, backends, describe_options
+
     if choose:
+        servers = [cls for cls in backends() if cls.keeps_data and cls.connection]
+        reach = "; ".join(
+            f"{cls.name} at --backend-option {cls.connection}=... or "
+            f"${cls.setting(cls.connection).env}, else {cls.setting(cls.connection).default}"
+            for cls in servers
+        )
         parser.add_argument(
-            "--backend", default="embedded",
-            help="where the vectors live: embedded (default), faiss, elasticsearch or milvus "
-            "(server URL from --backend-option url=/uri= or CBIR_ELASTICSEARCH_URL / "
-            "CBIR_MILVUS_URI; Milvus defaults to a Milvus Lite file in the collection)",
+            "--backend", default=DEFAULT_BACKEND, choices=available(),
+            help=f"where the vectors live (default {DEFAULT_BACKEND}); servers: {reach}",
         )  # fmt: skip
     parser.add_argument(
         "--backend-option", action="append", type=parse_param, default=[], metavar="KEY=VALUE",
-        help="backend setting, repeatable (e.g. url=http://127.0.0.1:9200, search=knn, "
-        "index=HNSW)" + ("" if choose else "; for this run only, the collection keeps its own"),
+        help="backend setting, repeatable (e.g. index=hnsw:M=16,ef_construction=200, "
+        f"search=ef=128): {describe_options()}"
+        + ("" if choose else "; for this run only, the collection keeps its own"),
     )  # fmt: skip

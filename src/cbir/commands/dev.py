@@ -1,4 +1,5 @@
-"""`cbir dev elasticsearch|milvus start|stop|status`: local search servers for development.
+"""`cbir dev BACKEND start|stop|status`: local search servers for development, one for each
+backend that declares a `dev_server` (`cbir.index`: Elasticsearch, Milvus).
 
 Elasticsearch 8.12.2 is downloaded and verified on first use, Milvus 2.3.5 installed into a
 virtual environment of its own (both cached outside the checkout, see `cbir.servers`). `start`
@@ -10,43 +11,39 @@ from __future__ import annotations
 import argparse
 import importlib
 
-# engine -> (module, its name in messages, the variable that points cbir at it)
-ENGINES = {
-    "elasticsearch": ("cbir.servers.elasticsearch", "Elasticsearch", "CBIR_ELASTICSEARCH_URL"),
-    "milvus": ("cbir.servers.milvus", "Milvus", "CBIR_MILVUS_URI"),
-}
-
 
 def add_parser(commands) -> None:
+    from cbir.index import backends
+
     dev = commands.add_parser("dev", help="development servers (Elasticsearch, Milvus)")
     engines = dev.add_subparsers(dest="engine", required=True)
-    for engine, (_, shown, _) in ENGINES.items():
-        parser = engines.add_parser(engine, help=f"a local {shown} server")
+    for cls in backends():
+        if cls.dev_server is None:
+            continue
+        server = importlib.import_module(cls.dev_server)  # the standard library only
+        parser = engines.add_parser(cls.name, help=f"a local {server.NAME} server")
         parser.add_argument("action", choices=["start", "stop", "status"])
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it")
-        if engine == "elasticsearch":
-            parser.add_argument("--port", type=int, default=None, help="HTTP port (default: free)")
+        parser.add_argument("--port", type=int, default=None, help="client port (default: free)")
         parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    module_name, shown, variable = ENGINES[args.engine]
-    server = importlib.import_module(module_name)
+    from cbir.index import backend_class
+
+    backend = backend_class(args.engine)
+    assert backend.dev_server is not None and backend.connection is not None
+    server = importlib.import_module(backend.dev_server)
+    variable = backend.setting(backend.connection).env
     if args.action == "start":
-        options = {"port": args.port} if args.engine == "elasticsearch" else {}
-        running = server.start_recorded(timeout=args.timeout, **options)
-        address = _address(running)
-        print(f"{shown} {server.VERSION} running at {address} (pid {running.pid})")
-        print(f"export {variable}={address}")
+        running = server.start_recorded(timeout=args.timeout, port=args.port)
+        print(f"{server.NAME} {server.VERSION} running at {running.address} (pid {running.pid})")
+        print(f"export {variable}={running.address}")
     elif args.action == "stop":
         running = server.stop_recorded()
-        print(f"stopped pid {running.pid}" if running else f"no recorded {shown} is running")
+        print(f"stopped pid {running.pid}" if running else f"no recorded {server.NAME} is running")
     else:
         running = server.recorded()
-        print(f"running at {_address(running)} (pid {running.pid})" if running else "not running")
+        print(f"running at {running.address} (pid {running.pid})" if running else "not running")
         return 0 if running else 1
     return 0
-
-
-def _address(running) -> str:
-    return getattr(running, "url", None) or running.uri

@@ -92,7 +92,7 @@ def search_parts(
                 if backend is not None:
                     index = collection.index
                     found_by_backend = search_with_backend(
-                        *backend, index.ids, index.vectors, vectors, depth, exclude, ranked,
+                        *backend, index.ids(), index.vectors, vectors, depth, exclude, ranked,
                         timer.timings,
                     )  # fmt: skip
     assert scores is not None
@@ -136,7 +136,7 @@ def _full_ranking(
     """map_all and the 11-point interpolated precision over the full ranking of the whole
     index, chunk by chunk; a leave-one-out query's own image is made non-relevant and scores
     -inf, which takes it out of both measures."""
-    position = {image_id: i for i, image_id in enumerate(index.ids)}
+    position = {image_id: i for i, image_id in enumerate(index.ids())}
     stored_labels = np.empty_like(index_set.labels)
     stored_labels[[position[i] for i in index_set.ids]] = index_set.labels
     own = np.array([position[i] for i in queries.ids]) if exclude_self else None

@@ -1,4 +1,14 @@
-"""The VectorIndex protocol every backend implements (embedded, Milvus, Elasticsearch).
+"""The protocols every backend implements, and the checks they share.
+
+- `VectorIndex`: add, search, delete, len, close and ids(), for every backend.
+- `LocalIndex`: a VectorIndex held in this process, saved to and loaded from a folder
+  (embedded, faiss).
+- `RemoteIndex`: a VectorIndex whose vectors a server keeps between runs (Elasticsearch,
+  Milvus): `keeps_data` is True, `drop()` deletes its index there, `compact()` waits for
+  the server to index a bulk load, and `note_last_change()` hears when it last changed.
+
+Which of the two a backend is, it declares (`keeps_data`, see `cbir.index.backend`); callers
+read that declaration rather than probing an index for methods.
 
 Results are ordered exactly as trec_eval orders a run: score descending, ties broken by
 document id descending (byte-wise string comparison, like strcmp). A backend that cannot
@@ -9,9 +19,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,6 +48,39 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
     def close(self) -> None: ...
+
+    def ids(self) -> Iterable[str]:
+        """Every id the index holds (a server's: a page at a time)."""
+        ...
+
+
+@runtime_checkable
+class LocalIndex(VectorIndex, Protocol):
+    keeps_data: ClassVar[Literal[False]]
+
+    def save(self, folder: Path) -> None: ...
+
+    @classmethod
+    def load(cls, folder: Path) -> LocalIndex: ...
+
+
+@runtime_checkable
+class RemoteIndex(VectorIndex, Protocol):
+    keeps_data: ClassVar[Literal[True]]  # a collection syncs it, never rebuilds it
+
+    def drop(self) -> None:
+        """Delete the whole index on the server (a collection being thrown away, tests)."""
+        ...
+
+    def compact(self) -> None:
+        """After a bulk load: wait until the server has indexed it all (merged, sealed), so
+        that searches do not compete with that work."""
+        ...
+
+    def note_last_change(self, changed_at: float | None) -> None:
+        """When the server last changed (unix time, None: unknown), as the collection knows
+        it: whether the first search must wait for the server to apply everything."""
+        ...
 
 
 def check_dim_and_metric(dim: object, metric: str) -> int:

@@ -1,25 +1,26 @@
 """The "elasticsearch" backend: vectors in an Elasticsearch 8.x index (official client).
 
-    ElasticsearchIndex(dim, metric="cosine", url=None, index_name="cbir", search="exact",
-                       num_candidates=100, shards=1, replicas=0, hnsw_m=16, ef_construction=100,
-                       batch=256)
+    ElasticsearchIndex(dim, metric="cosine", url="http://127.0.0.1:9200", index_name="cbir",
+                       index="flat", search="", shards=1, replicas=0, batch=256, timeout=30.0)
 
-`url` defaults to $CBIR_ELASTICSEARCH_URL, else http://127.0.0.1:9200. Credentials come from
-the environment only, never from settings (which collections store): $CBIR_ELASTICSEARCH_API_KEY,
-or $CBIR_ELASTICSEARCH_USER with $CBIR_ELASTICSEARCH_PASSWORD. The index is created
-with the reference mapping (see `elasticsearch_requests`) when missing, and checked (dims,
-similarity) when present. `search="exact"` ranks with script_score over every document;
-`search="knn"` uses the approximate top-level `knn` search (HNSW, `num_candidates` per
-shard). Either way queries go `batch` at a time in one `_msearch` request, and each hit comes
-back lean: its id and its exact similarity (computed by the server for the returned hits
-only), ordered here (`cbir.index.remote`), so results follow the VectorIndex order exactly.
-`last_search` tells how the last search went (round trips, their time, the server's `took`).
-Adds and deletes refresh the index, so a search right after sees them.
+Settings resolution (`cbir.index`) fills `url` from $CBIR_ELASTICSEARCH_URL, and the
+credentials from the environment only, never from settings (which collections store):
+$CBIR_ELASTICSEARCH_API_KEY, or $CBIR_ELASTICSEARCH_USER with $CBIR_ELASTICSEARCH_PASSWORD.
+The index is created with the reference mapping (see `elasticsearch_requests`) when missing,
+and checked (dims, similarity) when present. `index` and `search` are specs in the grammar
+every backend shares (`cbir.index.spec`): `index="flat"` ranks exactly, with script_score over
+every document; `index="hnsw[:M=32,ef_construction=200]"` builds the HNSW graph with those
+parameters and searches it with the approximate `knn` query, `search="ef=128"` giving its
+num_candidates (per shard). Either way queries go `batch` at a time in one `_msearch`
+request, and each hit comes back lean: its id and its exact similarity (computed by the server
+for the returned hits only), ordered here (`cbir.index.remote`), so results follow the
+VectorIndex order exactly. `last_search` tells how the last search went (round trips, their
+time, the server's `took`). Adds and deletes refresh the index, so a search right after sees
+them.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ import numpy as np
 
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import elasticsearch_requests as req
+from cbir.index import register_backend
+from cbir.index.backend import Backend, Setting
 from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
 from cbir.index.remote import (
     Answer,
@@ -36,9 +39,15 @@ from cbir.index.remote import (
     prepare,
     search_in_rounds,
 )
+from cbir.index.spec import parse_search, parse_spec
 
 DEFAULT_URL = "http://127.0.0.1:9200"
-SEARCH_MODES = ("exact", "knn")
+# Manifests written before the shared index-spec grammar store this backend's own vocabulary:
+# search="exact" | "knn" with num_candidates, hnsw_m and ef_construction beside it, and these
+# defaults where absent. `ElasticsearchIndex.upgrade` translates them, so that an old
+# collection searches its index as it did (exact, or knn with the same num_candidates).
+LEGACY_SEARCH = ("exact", "knn")
+LEGACY_DEFAULTS = {"num_candidates": 100, "hnsw_m": 16, "ef_construction": 100}
 BULK_CHUNK = 500  # documents per bulk request
 BULK_RETRIES = 3  # with exponential back-off from 1 s
 # queries per _msearch request, measured (benchmarks/server_backends.py --batches): 64 to 1,024
@@ -50,25 +59,49 @@ DEFAULT_BATCH = 256
 SCORE_ROUNDING = 1e-5
 
 
-class ElasticsearchIndex(TimedSearches):
-    """VectorIndex over an Elasticsearch index; exact (script_score) or approximate (knn)."""
+@register_backend("elasticsearch")
+class ElasticsearchIndex(TimedSearches, Backend):
+    """VectorIndex over an Elasticsearch index; exact (script_score) or approximate (knn)
+    (a RemoteIndex)."""
 
     keeps_data = True  # the server holds the vectors: a collection syncs it, never rebuilds it
+    connection = "url"
+    name_setting = "index_name"
+    index_kinds = ("flat", "hnsw")
+    dev_server = "cbir.servers.elasticsearch"
+    declared_settings = (
+        Setting("url", str, DEFAULT_URL, "the server", env="CBIR_ELASTICSEARCH_URL"),
+        Setting("index_name", str, "cbir", "the index's name there (a new cbir collection "
+                "gets one of its own)"),
+        Setting("index", str, "flat", "index spec: flat (exact) | "
+                "hnsw[:M=32,ef_construction=200] (knn)"),
+        Setting("search", str, "", "search spec: ef=128 (hnsw: knn's num_candidates)"),
+        Setting("shards", int, 1, "primary shards of a new index"),
+        Setting("replicas", int, 0, "replicas of a new index"),
+        Setting("batch", int, DEFAULT_BATCH, "queries per _msearch request"),
+        Setting("timeout", float, 30.0, "seconds per request"),
+        Setting("api_key", str, "", "an API key", secret=True, env="CBIR_ELASTICSEARCH_API_KEY"),
+        Setting("user", str, "", "a user (with password)", secret=True,
+                env="CBIR_ELASTICSEARCH_USER"),
+        Setting("password", str, "", "the user's password", secret=True,
+                env="CBIR_ELASTICSEARCH_PASSWORD"),
+    )  # fmt: skip
 
     def __init__(
         self,
         dim: int,
         metric: str = "cosine",
-        url: str | None = None,
+        url: str = DEFAULT_URL,
         index_name: str = "cbir",
-        search: str = "exact",
-        num_candidates: int = 100,
+        index: str = "flat",
+        search: str = "",
         shards: int = 1,
         replicas: int = 0,
-        hnsw_m: int = 16,
-        ef_construction: int = 100,
         batch: int = DEFAULT_BATCH,
         timeout: float = 30.0,
+        api_key: str = "",
+        user: str = "",
+        password: str = "",
     ) -> None:
         import elasticsearch  # optional dependency, imported when the backend is used
 
@@ -77,23 +110,38 @@ class ElasticsearchIndex(TimedSearches):
             raise DimensionMismatchError(
                 f"Elasticsearch indexes at most {req.MAX_DIMS}-d vectors; this index needs {dim}"
             )
-        if search not in SEARCH_MODES:
-            raise CbirError(f"unknown search {search!r}; choose one of: {', '.join(SEARCH_MODES)}")
+        spec = parse_spec(index, kinds=self.index_kinds)
         self.dim = dim
         self.metric = metric
         self.index_name = index_name
-        self.search_mode = search
-        self.num_candidates = int(num_candidates)
+        self.spec = spec
+        # knn's candidates per shard; None: an exact (script_score) search
+        self.num_candidates = parse_search(search, spec.kind)["ef"] if spec.kind == "hnsw" else None
         self.batch = check_batch(batch)
-        self.url = url or os.environ.get("CBIR_ELASTICSEARCH_URL") or DEFAULT_URL
+        self.url = url
         self._errors = elasticsearch
         self._client = elasticsearch.Elasticsearch(
-            self.url, request_timeout=timeout, **credentials_from_environment()
+            self.url, request_timeout=timeout, **credentials(api_key, user, password)
         )
-        self._call(
-            self._ensure_index,
-            req.index_body(self.dim, metric, shards, replicas, hnsw_m, ef_construction),
-        )
+        graph = dict(spec.params) if spec.kind == "hnsw" else None
+        self._call(self._ensure_index, req.index_body(self.dim, metric, shards, replicas, graph))
+
+    # --- declaration -------------------------------------------------------------------------
+    @classmethod
+    def upgrade(cls, stored: dict[str, Any]) -> dict[str, Any]:
+        """Settings stored in this backend's old vocabulary (LEGACY_SEARCH), as specs."""
+        legacy = {key: stored[key] for key in LEGACY_DEFAULTS if key in stored}
+        mode = stored.get("search")
+        if mode not in LEGACY_SEARCH and not legacy:
+            return stored  # today's vocabulary (or nothing: exact, then and now)
+        p = {**LEGACY_DEFAULTS, **legacy}
+        settings = {key: value for key, value in stored.items() if key not in LEGACY_DEFAULTS}
+        if mode == "knn":
+            settings["index"] = f"hnsw:M={p['hnsw_m']},ef_construction={p['ef_construction']}"
+            settings["search"] = f"ef={p['num_candidates']}"
+        else:  # exact; hnsw_m / ef_construction only shaped a graph exact searches never use
+            settings["index"], settings["search"] = "flat", ""
+        return settings
 
     # --- plumbing ----------------------------------------------------------------------------
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -249,9 +297,9 @@ class ElasticsearchIndex(TimedSearches):
             searches: list[dict[str, Any]] = []
             for query in queries[part]:
                 body = (
-                    req.knn_search(query, self.metric, size, self.num_candidates)
-                    if self.search_mode == "knn"
-                    else req.exact_search(query, self.metric, size)
+                    req.exact_search(query, self.metric, size)
+                    if self.num_candidates is None
+                    else req.knn_search(query, self.metric, size, self.num_candidates)
                 )
                 searches.extend([{"index": self.index_name}, body])
             timing.start()
@@ -282,17 +330,15 @@ class ElasticsearchIndex(TimedSearches):
     def __repr__(self) -> str:  # never the credentials
         return (
             f"ElasticsearchIndex(dim={self.dim}, metric={self.metric!r}, url={self.url!r}, "
-            f"index_name={self.index_name!r}, search={self.search_mode!r})"
+            f"index_name={self.index_name!r}, index={str(self.spec)!r})"
         )
 
 
-def credentials_from_environment() -> dict[str, Any]:
-    """Client credentials from $CBIR_ELASTICSEARCH_API_KEY or $CBIR_ELASTICSEARCH_USER and
-    $CBIR_ELASTICSEARCH_PASSWORD; none when unset (a security-off development server)."""
-    api_key = os.environ.get("CBIR_ELASTICSEARCH_API_KEY")
+def credentials(api_key: str, user: str, password: str) -> dict[str, Any]:
+    """The client's credentials: an API key, else a user and password; none when neither is
+    set (a security-off development server)."""
     if api_key:
         return {"api_key": api_key}
-    user = os.environ.get("CBIR_ELASTICSEARCH_USER")
     if user:
-        return {"basic_auth": (user, os.environ.get("CBIR_ELASTICSEARCH_PASSWORD", ""))}
+        return {"basic_auth": (user, password)}
     return {}

@@ -51,9 +51,22 @@ FILTER_PATH = [
 
 
 def index_body(
-    dim: int, metric: str, shards: int, replicas: int, hnsw_m: int, ef_construction: int
+    dim: int, metric: str, shards: int, replicas: int, graph: dict[str, int] | None
 ) -> dict[str, Any]:
+    """The index's settings and mapping. Elasticsearch 8.12 builds an HNSW graph for every
+    indexed dense_vector: `graph` ({"M", "ef_construction"}) sets its parameters for an hnsw
+    index; a flat (exact) index leaves them to Elasticsearch's defaults (m=16,
+    ef_construction=100, what cbir set before index specs existed)."""
     keyword = {"type": "keyword"}
+    features: dict[str, Any] = {
+        "type": "dense_vector",
+        "dims": dim,
+        "index": True,
+        "similarity": "cosine" if metric == "cosine" else "max_inner_product",
+    }
+    if graph is not None:
+        options = {"m": graph["M"], "ef_construction": graph["ef_construction"]}
+        features["index_options"] = {"type": "hnsw", **options}
     return {
         "settings": {"number_of_shards": shards, "number_of_replicas": replicas},
         "mappings": {
@@ -63,17 +76,7 @@ def index_body(
                 "filename": keyword,
                 "path": keyword,
                 "label": keyword,
-                "features": {
-                    "type": "dense_vector",
-                    "dims": dim,
-                    "index": True,
-                    "similarity": "cosine" if metric == "cosine" else "max_inner_product",
-                    "index_options": {
-                        "type": "hnsw",
-                        "m": hnsw_m,
-                        "ef_construction": ef_construction,
-                    },
-                },
+                "features": features,
             },
         },
     }

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from cbir.errors import CollectionError
+from cbir.index import register_backend
+from cbir.index.backend import Backend
 from cbir.index.base import (
     check_dim_and_metric,
     check_ids,
@@ -53,8 +55,10 @@ GROUP_SIZE = 8  # scores per group in `_candidates` (4..16 measured; 8 fastest)
 THREADS = 2
 
 
-class ExactIndex:
-    """Exact inner-product (or cosine) search over float32 vectors, trec_eval ordering."""
+@register_backend("embedded")
+class ExactIndex(Backend):
+    """Exact inner-product (or cosine) search over float32 vectors, trec_eval ordering (a
+    LocalIndex; no settings)."""
 
     def __init__(self, dim: int, metric: str = "cosine") -> None:
         self.dim = check_dim_and_metric(dim, metric)
@@ -81,7 +85,6 @@ class ExactIndex:
     def __contains__(self, id_: object) -> bool:
         return id_ in self._position
 
-    @property
     def ids(self) -> list[str]:
         """Ids in storage order (a copy)."""
         return list(self._ids)

@@ -35,10 +35,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from cbir.errors import CbirError, CollectionError
+from cbir.index import register_backend
+from cbir.index.backend import Backend, Setting, lazy_import
 from cbir.index.base import (
     check_dim_and_metric,
     check_ids,
@@ -55,6 +56,7 @@ from cbir.index.embedded import top_k  # shared with ExactIndex
 from cbir.index.spec import IndexSpec, format_search, parse_search, parse_spec, resolve
 from cbir.storage import atomic_save_npy, atomic_write_json, atomic_writer, load_npy
 
+faiss = lazy_import("faiss")  # loaded when an index is made, not when the CLI reads the settings
 log = logging.getLogger(__name__)
 
 META_FILE = "index.json"
@@ -80,13 +82,23 @@ MAX_SCAN_ROWS = 1024  # queries per exact-scan block; top_k takes fewer than 65,
 TIE_TOLERANCE = 1e-4
 
 
-class FaissIndex:
-    """VectorIndex over faiss: exact (flat), HNSW or IVF-PQ candidates, exact scores."""
+@register_backend("faiss")
+class FaissIndex(Backend):
+    """VectorIndex over faiss: exact (flat), HNSW or IVF-PQ candidates, exact scores (a
+    LocalIndex)."""
+
+    index_kinds = ("auto", "flat", "hnsw", "ivfpq")
+    declared_settings = (
+        Setting("index", str, "auto", "index spec: auto (exact while small, then hnsw) | flat "
+                "| hnsw[:M=32,ef_construction=200] | ivfpq[:nlist=1024,m=32,nbits=8]"),
+        Setting("search", str, "", "search spec: ef=128 (hnsw, auto) | "
+                "nprobe=32,k_factor=4 (ivfpq)"),
+    )  # fmt: skip
 
     def __init__(self, dim: int, metric: str = "cosine", index: str = "auto", search: str = ""):
         self.dim = check_dim_and_metric(dim, metric)
         self.metric = metric
-        self.spec = parse_spec(index)
+        self.spec = parse_spec(index, kinds=self.index_kinds)
         if self.spec.kind == "ivfpq" and self.dim % self.spec.params["m"]:
             divisors = [m for m in range(1, min(self.dim, 64) + 1) if self.dim % m == 0]
             raise CbirError(
@@ -110,7 +122,6 @@ class FaissIndex:
     def __contains__(self, id_: object) -> bool:
         return id_ in self._labels
 
-    @property
     def ids(self) -> list[str]:
         """Live ids in label (insertion) order."""
         return [id_ for id_ in self._ids if id_]

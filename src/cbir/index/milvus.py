@@ -1,22 +1,24 @@
 """The "milvus" backend: vectors in a Milvus collection, through pymilvus's MilvusClient.
 
-    MilvusIndex(dim, metric="cosine", uri=None, collection="cbir", index="FLAT",
-                nlist=128, nprobe=16, M=16, ef_construction=200, ef=128, batch=None)
+    MilvusIndex(dim, metric="cosine", uri="milvus.db", collection="cbir", index="flat",
+                search="", batch=None, timeout=30.0)
 
 The same code serves Milvus Lite (`uri` a local `.db` file, no server) and a Milvus server
-(`uri` http://host:19530). `uri` defaults to $CBIR_MILVUS_URI, else `milvus.db` in the working
-folder; a token, when the server wants one, comes from $CBIR_MILVUS_TOKEN only (never from
-settings, which collections store). Collections have string primary keys and store vectors
-prepared as the embedded backend stores them (unit length for cosine), searched by inner
-product (IP), so zero vectors need no special case. Queries go `batch` at a time in one
-search request, answered lean (ids and Milvus's float32 similarities, never vectors) and
-ordered here (`cbir.index.remote`), so results follow the VectorIndex order; `last_search`
-tells how the last search went (Milvus reports no server time). A search sees every add and
-delete this process made before it (the first search after one is Strong); the others are
-Bounded, so that they do not wait for the server's next tick, and see another process's
-changes within Milvus's staleness bound (seconds). A process's first search is Strong too,
-unless its collection says the server last changed longer ago than that bound
-(`note_last_change`): a `cbir search` then answers without waiting for a tick.
+(`uri` http://host:19530). `index` and `search` are specs in the grammar every backend shares
+(`cbir.index.spec`): flat (Milvus's FLAT), ivf[:nlist=N] (IVF_FLAT, searched with nprobe=N)
+or hnsw[:M=N,ef_construction=N] (HNSW, searched with ef=N). Settings resolution (`cbir.index`)
+fills `uri` from $CBIR_MILVUS_URI and the token, when the server wants one, from
+$CBIR_MILVUS_TOKEN only (never from settings, which collections store). Collections have
+string primary keys and store vectors prepared as the embedded backend stores them (unit
+length for cosine), searched by inner product (IP), so zero vectors need no special case.
+Queries go `batch` at a time in one search request, answered lean (ids and Milvus's float32
+similarities, never vectors) and ordered here (`cbir.index.remote`), so results follow the
+VectorIndex order; `last_search` tells how the last search went (Milvus reports no server
+time). A search sees every add and delete this process made before it (the first search after
+one is Strong); the others are Bounded, so that they do not wait for the server's next tick,
+and see another process's changes within Milvus's staleness bound (seconds). A process's
+first search is Strong too, unless its collection says the server last changed longer ago
+than that bound (`note_last_change`): a `cbir search` then answers without waiting for a tick.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 from cbir.errors import CbirError, DimensionMismatchError
+from cbir.index import register_backend
+from cbir.index.backend import Backend, Setting
 from cbir.index.base import check_dim_and_metric, check_ids, check_k, check_new_entries, quote
 from cbir.index.remote import (
     Answer,
@@ -44,9 +48,21 @@ from cbir.index.remote import (
     prepare,
     search_in_rounds,
 )
+from cbir.index.spec import parse_search, parse_spec
 
 DEFAULT_URI = "milvus.db"
-INDEX_TYPES = ("FLAT", "IVF_FLAT", "HNSW")
+# spec kind -> (Milvus index type, its build parameters' names for the spec's)
+INDEX_TYPES = {
+    "flat": ("FLAT", {}),
+    "ivf": ("IVF_FLAT", {"nlist": "nlist"}),
+    "hnsw": ("HNSW", {"M": "M", "ef_construction": "efConstruction"}),
+}
+# Manifests written before the shared index-spec grammar store Milvus's own vocabulary:
+# index="FLAT" | "IVF_FLAT" | "HNSW" with nlist, nprobe, M, ef_construction and ef beside it,
+# and these defaults where absent. `MilvusIndex.upgrade` translates them, so that an old
+# collection opens on the same server collection and searches with the same parameters.
+LEGACY_INDEX = {"FLAT": "flat", "IVF_FLAT": "ivf", "HNSW": "hnsw"}
+LEGACY_DEFAULTS = {"nlist": 128, "nprobe": 16, "M": 16, "ef_construction": 200, "ef": 128}
 MAX_DIM = 32_768  # Milvus's limit for a float vector field
 MAX_LIMIT = 16_384  # Milvus's largest top-k
 MAX_ID_LENGTH = 512
@@ -85,47 +101,57 @@ def lite_path(uri: str) -> str | None:
     return os.path.abspath(uri) if uri.endswith(".db") and "://" not in uri else None
 
 
-class MilvusIndex(TimedSearches):
-    """VectorIndex over a Milvus (or Milvus Lite) collection."""
+@register_backend("milvus")
+class MilvusIndex(TimedSearches, Backend):
+    """VectorIndex over a Milvus (or Milvus Lite) collection (a RemoteIndex)."""
 
     keeps_data = True  # the server (or Lite file) holds the vectors: collections sync it
+    connection = "uri"
+    name_setting = "collection"
+    index_kinds = tuple(INDEX_TYPES)
+    dev_server = "cbir.servers.milvus"
+    declared_settings = (
+        Setting("uri", str, DEFAULT_URI, "a Milvus Lite file (a relative path lives in the "
+                "collection folder) or a server, http://host:19530", env="CBIR_MILVUS_URI"),
+        Setting("collection", str, "cbir", "the collection's name there (a new cbir "
+                "collection gets one of its own)"),
+        Setting("index", str, "flat", "index spec: flat | ivf[:nlist=1024] | "
+                "hnsw[:M=32,ef_construction=200]"),
+        Setting("search", str, "", "search spec: nprobe=32 (ivf) | ef=128 (hnsw)"),
+        Setting("batch", int, None, f"queries per search request ({DEFAULT_BATCH:,}; "
+                f"{DEFAULT_LITE_BATCH} for Milvus Lite)"),
+        Setting("timeout", float, 30.0, "seconds per request"),
+        Setting("token", str, "", "the server's token", secret=True, env="CBIR_MILVUS_TOKEN"),
+    )  # fmt: skip
 
     def __init__(
         self,
         dim: int,
         metric: str = "cosine",
-        uri: str | None = None,
+        uri: str = DEFAULT_URI,
         collection: str = "cbir",
-        index: str = "FLAT",
-        nlist: int = 128,
-        nprobe: int = 16,
-        M: int = 16,  # noqa: N803 (Milvus's name)
-        ef_construction: int = 200,
-        ef: int = 128,
+        index: str = "flat",
+        search: str = "",
         batch: int | None = None,
         timeout: float = 30.0,
+        token: str = "",
     ) -> None:
         import pymilvus  # optional dependency, imported when the backend is used
 
         dim = check_dim_and_metric(dim, metric)
         if dim > MAX_DIM:
             raise DimensionMismatchError(f"Milvus holds at most {MAX_DIM}-d vectors, not {dim}")
-        if index not in INDEX_TYPES:
-            raise CbirError(f"unknown Milvus index {index!r}; choose one of: {INDEX_TYPES}")
+        spec = parse_spec(index, kinds=self.index_kinds)
         self.dim = dim
         self.metric = metric
-        self.uri = uri or os.environ.get("CBIR_MILVUS_URI") or DEFAULT_URI
+        self.uri = uri
         self.collection = collection
-        self.index_type = index
+        self.index_type, names = INDEX_TYPES[spec.kind]
         self._changed = True  # by this process since its last search
         self._timeout = timeout
         self._errors = pymilvus
-        build = {"IVF_FLAT": {"nlist": nlist}, "HNSW": {"M": M, "efConstruction": ef_construction}}
-        self._search_params = {
-            "metric_type": "IP",
-            "params": {"IVF_FLAT": {"nprobe": nprobe}, "HNSW": {"ef": ef}}.get(index, {}),
-        }
-        token = os.environ.get("CBIR_MILVUS_TOKEN", "")
+        build = {names[key]: value for key, value in spec.params.items()}
+        self._search_params = {"metric_type": "IP", "params": parse_search(search, spec.kind)}
         self._lite = lite_path(self.uri)
         self.batch = check_batch(
             batch if batch is not None else DEFAULT_LITE_BATCH if self._lite else DEFAULT_BATCH
@@ -142,7 +168,7 @@ class MilvusIndex(TimedSearches):
             raise
         if self._lite is not None:
             _lite_users[self._lite] += 1
-        self._call(self._ensure_collection, build.get(index, {}))
+        self._call(self._ensure_collection, build)
         _import_sparse_check()
 
     def note_last_change(self, changed_at: float | None) -> None:
@@ -151,6 +177,32 @@ class MilvusIndex(TimedSearches):
         Bounded read sees it all: the first search need not wait for the server's tick."""
         if changed_at is not None and time.time() - changed_at > BOUNDED_SETTLED_S:
             self._changed = False
+
+    # --- declaration -------------------------------------------------------------------------
+    @classmethod
+    def locate(cls, settings: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """A Milvus Lite file given as a relative path lives in `folder` (a collection's:
+        `milvus.db` by default), so a moved collection folder keeps its vectors."""
+        place = str(settings.get("uri") or DEFAULT_URI)
+        if "://" not in place and not Path(place).is_absolute():
+            return {**settings, "uri": str(Path(folder) / place)}
+        return settings
+
+    @classmethod
+    def upgrade(cls, stored: dict[str, Any]) -> dict[str, Any]:
+        """Settings stored in Milvus's own vocabulary (LEGACY_INDEX), as index/search specs."""
+        legacy = {key: stored[key] for key in LEGACY_DEFAULTS if key in stored}
+        kind = LEGACY_INDEX.get(stored.get("index", "FLAT"))
+        if kind is None or (not legacy and "index" not in stored):
+            return stored  # today's vocabulary (or nothing: flat, then and now)
+        p = {**LEGACY_DEFAULTS, **legacy}
+        settings = {key: value for key, value in stored.items() if key not in LEGACY_DEFAULTS}
+        settings["index"], settings["search"] = {
+            "flat": ("flat", ""),
+            "ivf": (f"ivf:nlist={p['nlist']}", f"nprobe={p['nprobe']}"),
+            "hnsw": (f"hnsw:M={p['M']},ef_construction={p['ef_construction']}", f"ef={p['ef']}"),
+        }[kind]
+        return settings
 
     # --- plumbing ----------------------------------------------------------------------------
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
@@ -322,7 +374,7 @@ class MilvusIndex(TimedSearches):
             timing.start()
             try:
                 answers = self._search(queries[part], size, level)
-            except (self._errors.MilvusException, grpc.RpcError) as error:
+            except (self._errors.MilvusException, _grpc_error()) as error:
                 # refused (over Milvus's nq limit), or not answered within the timeout
                 reason = getattr(error, "message", None) or str(error).splitlines()[0]
                 raise CbirError(
@@ -411,3 +463,9 @@ def _import_sparse_check() -> None:
     it now, with the client's other imports, where opening the index pays for start-up."""
     with contextlib.suppress(ImportError):  # no scipy: pymilvus checks nothing then
         import scipy.sparse  # noqa: F401
+
+
+def _grpc_error() -> type[Exception]:
+    import grpc  # loaded with pymilvus, which the index imported
+
+    return grpc.RpcError

@@ -1,11 +1,16 @@
 """Index specs: a short string chooses the index structure, another its search settings.
 
 In the spirit of faiss's index_factory, and with build-time and search-time parameters kept
-apart (changing `ef` never needs a rebuild; changing `M` does):
+apart (changing `ef` never needs a rebuild; changing `M` does). One grammar, and one set of
+defaults (here), for every backend that builds an index structure: the `index` and `search`
+settings of faiss, Milvus and Elasticsearch. Each backend declares the kinds it builds
+(`index_kinds`): faiss auto, flat, hnsw, ivfpq; Milvus flat, hnsw, ivf; Elasticsearch flat,
+hnsw (searched with knn, num_candidates = ef).
 
     index spec    "auto" | "flat" | "hnsw[:M=32,ef_construction=200]"
-                  | "ivfpq[:nlist=1024,m=32,nbits=8]"
+                  | "ivfpq[:nlist=1024,m=32,nbits=8]" | "ivf[:nlist=1024]"
     search spec   "" (defaults) | "ef=128" (hnsw, auto) | "nprobe=32,k_factor=4" (ivfpq)
+                  | "nprobe=32" (ivf)
 
 `parse_spec` reads both kinds of string; `str(spec)` writes the canonical form (every
 parameter, in declared order), which parses back to an equal spec. Unknown names raise an
@@ -16,7 +21,7 @@ flat until there are enough vectors to train its quantisers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -24,13 +29,15 @@ from cbir.errors import CbirError, UnknownNameError
 
 # kind -> build parameters with their defaults, in canonical order. HNSW's M=32 and
 # ef_construction=200 reach recall@100 >= 0.99 on embedding-like data at ef=128 (see
-# benchmarks/README.md); ivfpq's m must divide the dimension.
+# benchmarks/README.md); ivfpq's m must divide the dimension. ivf (Milvus's IVF_FLAT) shares
+# ivfpq's lists.
 BUILD_PARAMS: Mapping[str, Mapping[str, int]] = MappingProxyType(
     {
         "auto": {},
         "flat": {},
         "hnsw": {"M": 32, "ef_construction": 200},
         "ivfpq": {"nlist": 1024, "m": 32, "nbits": 8},
+        "ivf": {"nlist": 1024},
     }
 )
 # kind -> search parameters with their defaults. "auto" takes HNSW's (it may become one).
@@ -41,6 +48,7 @@ SEARCH_PARAMS: Mapping[str, Mapping[str, int]] = MappingProxyType(
         "flat": {},
         "hnsw": {"ef": 128},
         "ivfpq": {"nprobe": 32, "k_factor": 4},
+        "ivf": {"nprobe": 32},
     }
 )
 # Smallest legal value of each parameter; nbits is also bounded above (faiss's PQ codes).
@@ -66,18 +74,22 @@ class IndexSpec:
         return format_spec(self.kind, self.params)
 
 
-def parse_spec(text: str, search_for: str | None = None) -> IndexSpec:
-    """Parse an index spec ("hnsw:M=16"), or with `search_for=KIND` that kind's search spec
-    ("ef=64"), filling in defaults. The one parser for both, so they read alike."""
+def parse_spec(
+    text: str, search_for: str | None = None, kinds: Sequence[str] | None = None
+) -> IndexSpec:
+    """Parse an index spec ("hnsw:M=16") of one of `kinds` (default: every kind), or with
+    `search_for=KIND` that kind's search spec ("ef=64"), filling in defaults. The one parser
+    for both, so they read alike."""
     if not isinstance(text, str):
         raise CbirError(f"an index spec is a string like 'hnsw:M=32', got {text!r}")
     text = text.strip()
     if search_for is None:
         kind, _, body = text.partition(":")
         kind = kind.strip().lower()
-        if kind not in BUILD_PARAMS:
+        kinds = list(BUILD_PARAMS) if kinds is None else kinds
+        if kind not in kinds:
             raise UnknownNameError(
-                f"unknown index kind {kind!r}; choose one of: {', '.join(BUILD_PARAMS)}"
+                f"unknown index kind {kind!r}; choose one of: {', '.join(kinds)}"
             )
         table, what = BUILD_PARAMS[kind], f"index {kind!r}"
     else:

@@ -25,6 +25,7 @@ from pathlib import Path
 from cbir.servers import ServerError, alive, cache_dir, children, free_port, http_ok, stop_pids
 from cbir.servers import recorded as recorded_server
 
+NAME = "Elasticsearch"
 VERSION = "8.12.2"
 TARBALL = f"elasticsearch-{VERSION}-linux-x86_64.tar.gz"
 SHA256 = "4a035597072b2e6439cbdc144a622bb1a5c223371d072beafbf5d8ebee816344"
@@ -105,6 +106,10 @@ class RunningNode:
     pid: int  # the launcher JVM (our child)
     url: str
     folder: Path  # config, data, logs (removed on stop)
+
+    @property
+    def address(self) -> str:
+        return self.url
 
     def stop(self, timeout: float = 20.0) -> None:
         stop_node(self.pid, self.folder, timeout)

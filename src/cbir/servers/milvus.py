@@ -21,6 +21,7 @@ from pathlib import Path
 from cbir.servers import ServerError, alive, cache_dir, children, free_port, port_open, stop_pids
 from cbir.servers import recorded as recorded_server
 
+NAME = "Milvus"
 VERSION = "2.3.5"
 START_TIMEOUT = 60.0  # answers after ~7.5 s on an idle machine
 # Its embedded etcd ignores --etcd-port for its own listeners and always binds 2379 (clients)
@@ -72,17 +73,23 @@ class RunningServer:
     uri: str
     folder: Path
 
+    @property
+    def address(self) -> str:
+        return self.uri
+
     def stop(self, timeout: float = 10.0) -> None:
         if alive(self.pid):
             stop_pids([*children(self.pid), self.pid], timeout)
         subprocess.run(["rm", "-rf", str(self.folder)], check=False)
 
 
-def start(timeout: float = START_TIMEOUT) -> RunningServer:
-    """Start a throwaway server and wait (at most `timeout` s) until a client call succeeds."""
+def start(timeout: float = START_TIMEOUT, port: int | None = None) -> RunningServer:
+    """Start a throwaway server, its clients' port `port` (default: a free one), and wait (at
+    most `timeout` s) until a client call succeeds."""
     server = ensure_installed()
     folder = Path(tempfile.mkdtemp(prefix="cbir-milvus-"))
     ports = {flag: free_port() for flag in PORT_FLAGS}
+    ports["--proxy-port"] = port or ports["--proxy-port"]
     command = [str(server), "--data", str(folder / "data")]
     for flag, port in ports.items():
         command += [flag, str(port)]
@@ -131,9 +138,9 @@ def recorded() -> RunningServer | None:
     return recorded_server.recorded("milvus", venv(), RunningServer)
 
 
-def start_recorded(timeout: float = START_TIMEOUT) -> RunningServer:
+def start_recorded(timeout: float = START_TIMEOUT, port: int | None = None) -> RunningServer:
     return recorded_server.start(
-        "milvus", lambda server: server.uri, lambda: start(timeout), recorded
+        "milvus", lambda server: server.uri, lambda: start(timeout, port), recorded
     )
 
 
