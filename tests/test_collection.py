@@ -111,7 +111,7 @@ def test_refresh_picks_up_adds_from_another_writer(collection, folder):
     collection.add(replaced, random_vectors(1, seed=9), replace=True)
     assert reader.refresh() is True
     assert reader.search_vectors(random_vectors(1, seed=9), k=1)[0][0].id == "img-0"
-    assert sorted(reader.index.ids) == sorted(collection.known_ids())
+    assert sorted(reader.index.ids()) == sorted(collection.known_ids())
     reader.close()
 
 

@@ -64,9 +64,9 @@ def test_index_folder_through_ray_matches_local(local_ray, tmp_path):
             with Collection.create(tmp_path / how, get_extractor("hog")) as collection:
                 report = index_folder(folder, collection, batch_size=25, describer=route)
                 assert (report.added, report.failed) == (60, [])
-                order = np.argsort(collection.index.ids)
+                order = np.argsort(collection.index.ids())
                 collections[how] = (
-                    np.asarray(collection.index.ids)[order],
+                    np.asarray(collection.index.ids())[order],
                     collection.index.vectors[order],
                 )
     np.testing.assert_array_equal(collections["ray"][0], collections["local"][0])

@@ -57,8 +57,8 @@ def test_rerun_adds_nothing_and_small_batches_give_the_same_collection(
         index_folder(labelled_folder, other, batch_size=100)
         assert other.checksums() == collection.checksums()
         np.testing.assert_array_equal(
-            other.index.vectors[np.argsort(other.index.ids)],
-            collection.index.vectors[np.argsort(collection.index.ids)],
+            other.index.vectors[np.argsort(other.index.ids())],
+            collection.index.vectors[np.argsort(collection.index.ids())],
         )
 
 

@@ -10,62 +10,74 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import tests.index.toy_backend  # noqa: F401 (registers "toy": a backend added by one file)
 from cbir.errors import CbirError, DimensionMismatchError
-from cbir.index import create_index
-from cbir.index.base import VectorIndex, l2_normalise, order_hits
-from tests.servers.live import (  # noqa: F401 (fixtures)
-    elasticsearch_url,
-    milvus_server_uri,
-    milvus_uri,
-)
+from cbir.index import Backend, available, backend_class, create_index
+from cbir.index.base import RemoteIndex, VectorIndex, l2_normalise, order_hits
+from tests.servers.live import live_server  # noqa: F401 (fixture)
 
-# (backend, settings). Milvus / Elasticsearch join here, behind their markers. The faiss
-# HNSW entry searches with ef=2000, more than any collection below holds (<= 500 vectors), so
-# its graph search visits every vector it can reach: exact on this data, as the contract
-# demands. IVF-PQ probes both of its lists and rescores k_factor=1000 times k candidates:
-# exact too, once it has the 156 vectors it needs to train (an exact scan before that).
-BACKENDS = [
-    pytest.param(("embedded", {}), id="embedded"),
-    pytest.param(("faiss", {"index": "flat"}), id="faiss-flat"),
-    pytest.param(("faiss", {"index": "hnsw:M=8", "search": "ef=2000"}), id="faiss-hnsw"),
-    pytest.param(
-        ("faiss", {"index": "ivfpq:nlist=2,m=1,nbits=2", "search": "nprobe=2,k_factor=1000"}),
-        id="faiss-ivfpq",
-    ),
-    # live servers, started once per session (tests.servers.live); skipped when unobtainable
-    pytest.param(("elasticsearch", {"search": "exact"}), id="es-exact", marks=pytest.mark.server),
-    pytest.param(
-        ("elasticsearch", {"search": "knn", "num_candidates": 1000}),
-        id="es-knn",
-        marks=pytest.mark.server,
-    ),
-    pytest.param(("milvus", {"index": "FLAT"}), id="milvus-lite-flat", marks=pytest.mark.server),
-    pytest.param(
-        ("milvus-server", {"index": "HNSW", "ef": 1000}), id="milvus-hnsw", marks=pytest.mark.server
-    ),
-]
-# backend -> (fixture giving its connection, the setting that takes it, the setting naming a
-# fresh per-test index or collection)
-SERVERS = {
-    "elasticsearch": ("elasticsearch_url", "url", "index_name"),
-    "milvus": ("milvus_uri", "uri", "collection"),
-    "milvus-server": ("milvus_server_uri", "uri", "collection"),
+# Every registered backend runs the suite with its default index, and once more with each
+# approximate kind it declares, searched exhaustively on this small data (<= 500 vectors) so
+# that it must be exact, as the contract demands: HNSW with ef=2000 visits every vector it can
+# reach; IVF probes both of its lists; IVF-PQ also rescores k_factor=1000 times k candidates
+# (exact too, once it has the 156 vectors it needs to train: an exact scan before that).
+EXHAUSTIVE = {
+    "hnsw": {"index": "hnsw:M=8", "search": "ef=2000"},
+    "ivf": {"index": "ivf:nlist=2", "search": "nprobe=2"},
+    "ivfpq": {"index": "ivfpq:nlist=2,m=1,nbits=2", "search": "nprobe=2,k_factor=1000"},
 }
 
 
-@pytest.fixture(params=BACKENDS)
+def connections(cls: type[Backend]) -> list[str | None]:
+    """Where a backend's indexes live in these tests: nowhere in particular (in-process);
+    a local file when its default connection is one (Milvus Lite); its dev server."""
+    if not cls.keeps_data:
+        return [None]
+    default = {cls.connection: cls.setting(cls.connection).default}
+    local = cls.locate(default, Path("folder")) != default
+    return ["local"] * local + ["server"] * (cls.dev_server is not None)
+
+
+def variants() -> list:
+    """(backend, settings, connection) for every registered backend: its default index on
+    each of its connections, each approximate kind it builds on the last."""
+    params = []
+    for name in available():
+        cls = backend_class(name)
+        places = connections(cls)
+        runs = [(None, {}, place) for place in places]
+        runs += [(k, EXHAUSTIVE[k], places[-1]) for k in cls.index_kinds if k in EXHAUSTIVE]
+        for kind, settings, place in runs:
+            shown = "-".join([name, kind or "default", *([place] if place else [])])
+            marks = [pytest.mark.server] if cls.keeps_data else []
+            params.append(pytest.param((name, settings, place), id=shown, marks=marks))
+    return params
+
+
+@pytest.fixture(scope="session")
+def local_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the session's local files (Milvus Lite starts once per file)."""
+    return tmp_path_factory.mktemp("local-backends")
+
+
+@pytest.fixture(params=variants())
 def make_index(request: pytest.FixtureRequest) -> Iterator:
     made: list[VectorIndex] = []
-    name, settings = request.param
-    if name in SERVERS:
-        fixture, connection, fresh = SERVERS[name]
-        settings = {**settings, connection: request.getfixturevalue(fixture)}
-        settings[fresh] = f"contract_{uuid.uuid4().hex}"
-        name = name.removesuffix("-server")  # same backend, another connection
+    name, settings, place = request.param
+    cls = backend_class(name)
+    if cls.keeps_data:  # the test's connection, and an index of its own there
+        if place == "server":
+            address = request.getfixturevalue("live_server")(name)
+        else:
+            default = {cls.connection: cls.setting(cls.connection).default}
+            address = cls.locate(default, request.getfixturevalue("local_folder"))[cls.connection]
+        settings = {**settings, cls.connection: address}
+        settings[cls.name_setting] = f"contract_{uuid.uuid4().hex}"
 
     def make(dim: int, metric: str = "cosine") -> VectorIndex:
         index = create_index(name, dim=dim, metric=metric, **settings)
@@ -74,7 +86,9 @@ def make_index(request: pytest.FixtureRequest) -> Iterator:
 
     yield make
     for index in made:
-        getattr(index, "drop", lambda: None)()  # server backends: remove the test's index
+        if cls.keeps_data:  # remove the test's index from the server
+            assert isinstance(index, RemoteIndex)
+            index.drop()
         index.close()
 
 
@@ -291,3 +305,10 @@ def test_delete_removes_and_ignores_unknown_ids(make_index) -> None:
     index.add([ids[0]], vectors[1:2])
     assert len(index) == 200 - len(doomed) + 1
     assert ids[0] in index.search(vectors[1], 200)[0][0]
+
+
+def test_ids_lists_what_the_index_holds(make_index) -> None:
+    index = make_index(3)
+    index.add(["a", "b", "c"], np.eye(3, dtype=np.float32))
+    index.delete(["b"])
+    assert sorted(index.ids()) == ["a", "c"]

@@ -20,7 +20,8 @@ from tests.servers.live import elasticsearch_url  # noqa: F401 (fixture)
 
 # --- pure request building -------------------------------------------------------------------
 def test_reference_mapping_and_settings() -> None:
-    body = req.index_body(64, "cosine", shards=2, replicas=1, hnsw_m=24, ef_construction=80)
+    graph = {"M": 24, "ef_construction": 80}
+    body = req.index_body(64, "cosine", shards=2, replicas=1, graph=graph)
     assert body["settings"] == {"number_of_shards": 2, "number_of_replicas": 1}
     properties = body["mappings"]["properties"]
     assert {"id", "filename", "path", "label", "features"} <= set(properties)
@@ -28,8 +29,9 @@ def test_reference_mapping_and_settings() -> None:
     assert features["dims"] == 64 and features["index"] is True
     assert features["similarity"] == "cosine"
     assert features["index_options"] == {"type": "hnsw", "m": 24, "ef_construction": 80}
-    ip = req.index_body(8, "ip", 1, 0, 16, 100)["mappings"]["properties"]["features"]
+    ip = req.index_body(8, "ip", 1, 0, None)["mappings"]["properties"]["features"]
     assert ip["similarity"] == "max_inner_product"
+    assert "index_options" not in ip  # flat: Elasticsearch's own m=16, ef_construction=100
 
 
 def test_exact_query_is_the_reference_script_sorted_by_score_then_id() -> None:
@@ -152,13 +154,14 @@ def test_missing_index_is_a_clear_error(elasticsearch_url: str, index_name: str)
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("mode", ["exact", "knn"])
+@pytest.mark.parametrize("spec", ["flat", "hnsw"])
 def test_batches_answer_as_one_request_and_as_the_exact_index(
     elasticsearch_url: str,  # noqa: F811
     index_name: str,
-    mode: str,
+    spec: str,
 ) -> None:
-    settings = {"search": mode, "num_candidates": 1000, "batch": 7}  # knn: every vector
+    search = "ef=1000" if spec == "hnsw" else ""  # knn: every vector a candidate
+    settings = {"index": spec, "search": search, "batch": 7}
     index = _open(elasticsearch_url, index_name, dim=8, metric="ip", **settings)
     check_batches_match_the_exact_index(index, seed=6)
     index.search(np.ones((3, 8), np.float32), 5)
@@ -186,3 +189,23 @@ def test_a_batch_the_server_refuses_is_one_clear_error(
         client.cluster.put_settings(transient={"network.breaker.inflight_requests.limit": None})
         client.close()
     index.close()
+
+
+# --- settings stored by an older cbir ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stored", "today"),
+    [
+        ({"url": "u", "index_name": "n"}, {"url": "u", "index_name": "n"}),  # exact, then and now
+        ({"search": "exact", "hnsw_m": 24}, {"index": "flat", "search": ""}),
+        ({"search": "knn"}, {"index": "hnsw:M=16,ef_construction=100", "search": "ef=100"}),
+        (
+            {"search": "knn", "num_candidates": 200, "hnsw_m": 8, "ef_construction": 50},
+            {"index": "hnsw:M=8,ef_construction=50", "search": "ef=200"},
+        ),
+        ({"index": "hnsw", "search": "ef=64"}, {"index": "hnsw", "search": "ef=64"}),
+    ],
+)
+def test_old_settings_read_as_specs_with_the_old_defaults(stored: dict, today: dict) -> None:
+    from cbir.index.elasticsearch import ElasticsearchIndex
+
+    assert ElasticsearchIndex.upgrade(stored) == today

@@ -11,7 +11,7 @@ import pytest
 
 from cbir.errors import CbirError, DimensionMismatchError
 from cbir.index import create_index
-from cbir.index.milvus import LITE_FLUSH_ROWS, MAX_NQ
+from cbir.index.milvus import LITE_FLUSH_ROWS, MAX_NQ, MilvusIndex
 from tests.index.batching import check_batches_match_the_exact_index
 from tests.servers.live import milvus_server_uri  # noqa: F401 (fixture)
 
@@ -34,8 +34,8 @@ def test_collection_persists_and_a_wrong_dimension_is_refused(tmp_path: Path) ->
         _open(tmp_path, dim=4, collection="kept")
 
 
-@pytest.mark.parametrize("settings", [{"index": "IVF_FLAT", "nlist": 4, "nprobe": 4},
-                                      {"index": "HNSW", "M": 8, "ef": 200}])  # fmt: skip
+@pytest.mark.parametrize("settings", [{"index": "ivf:nlist=4", "search": "nprobe=4"},
+                                      {"index": "hnsw:M=8", "search": "ef=200"}])  # fmt: skip
 def test_approximate_indexes_find_the_true_neighbours(tmp_path: Path, settings) -> None:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((300, 8)).astype(np.float32)
@@ -51,8 +51,8 @@ def test_approximate_indexes_find_the_true_neighbours(tmp_path: Path, settings) 
 
 
 def test_invalid_settings_and_ids_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(CbirError, match="IVF_PQ"):
-        _open(tmp_path, index="IVF_PQ")
+    with pytest.raises(CbirError, match="'ivfpq'; choose one of: flat, ivf, hnsw"):
+        _open(tmp_path, index="ivfpq")
     index = _open(tmp_path, collection="ids")
     with pytest.raises(CbirError, match="512 bytes"):
         index.add(["x" * 513], np.ones((1, 8), np.float32))
@@ -113,7 +113,7 @@ def test_compact_returns_once_the_server_serves_the_indexed_segments(
 ) -> None:
     index = create_index(
         "milvus", dim=8, uri=milvus_server_uri, collection=f"compact_{uuid.uuid4().hex}",
-        index="HNSW", M=8, ef=64,
+        index="hnsw:M=8", search="ef=64",
     )  # fmt: skip
     try:
         vectors = np.random.default_rng(4).standard_normal((2_000, 8)).astype(np.float32)
@@ -129,3 +129,36 @@ def test_compact_returns_once_the_server_serves_the_indexed_segments(
     finally:
         index.drop()
         index.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "today"),
+    [
+        ({"uri": "milvus.db", "collection": "c"}, {"uri": "milvus.db", "collection": "c"}),
+        ({"index": "FLAT", "nprobe": 4}, {"index": "flat", "search": ""}),
+        ({"index": "IVF_FLAT"}, {"index": "ivf:nlist=128", "search": "nprobe=16"}),
+        (
+            {"index": "HNSW", "M": 8, "ef": 64},
+            {"index": "hnsw:M=8,ef_construction=200", "search": "ef=64"},
+        ),
+        ({"index": "hnsw:M=8"}, {"index": "hnsw:M=8"}),
+    ],
+)
+def test_old_settings_read_as_specs_with_the_old_defaults(stored: dict, today: dict) -> None:
+    assert MilvusIndex.upgrade(stored) == today
+
+
+def test_a_collection_written_with_old_settings_searches_as_before(tmp_path: Path) -> None:
+    """An HNSW collection made with the old vocabulary opens, through settings resolution,
+    on the same Lite file and collection, with the same index and search parameters."""
+    from cbir.index.settings import settings_at_open
+
+    old = {"uri": "milvus.db", "collection": "old", "index": "HNSW", "M": 8, "ef": 64}
+    settings, location = settings_at_open("milvus", old, tmp_path)
+    assert location == "milvus milvus.db old" and settings["uri"] == str(tmp_path / "milvus.db")
+    index = create_index("milvus", dim=8, **settings)
+    assert index.index_type == "HNSW" and index._search_params["params"] == {"ef": 64}
+    vectors = np.random.default_rng(1).standard_normal((50, 8)).astype(np.float32)
+    index.add([f"v{i}" for i in range(50)], vectors)
+    assert [row[0] for row in index.search(vectors[:5], 3)[0]] == ["v0", "v1", "v2", "v3", "v4"]
+    index.close()

@@ -115,3 +115,10 @@ def test_ivfpq_is_flat_until_it_can_train() -> None:
     for fixed in ("flat", "hnsw:M=8"):
         assert resolve(parse_spec(fixed), 10**9, 16) == parse_spec(fixed)
         assert resolve(parse_spec(fixed), 0, 16) == parse_spec(fixed)
+
+
+def test_a_backend_takes_only_the_kinds_it_declares() -> None:
+    assert parse_spec("ivf", kinds=("flat", "ivf")) == IndexSpec("ivf", {"nlist": 1024})
+    assert parse_search("", "ivf") == {"nprobe": 32}  # ivfpq's lists and probes: one default
+    with pytest.raises(UnknownNameError, match="'ivfpq'; choose one of: flat, hnsw$"):
+        parse_spec("ivfpq", kinds=("flat", "hnsw"))
