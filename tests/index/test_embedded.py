@@ -162,7 +162,7 @@ def test_duplicates_stay_exact_as_rows_come_and_go() -> None:
         ids = [f"s{step}-{i}" for i in range(5)]
         index.add(ids, pool[rng.integers(0, len(pool), size=5)])
         if step % 3 == 2:
-            index.delete(rng.choice(index.ids, size=4, replace=False).tolist())
+            index.delete(rng.choice(index.ids(), size=4, replace=False).tolist())
         expected = find_duplicate_rows(np.array(index.vectors))
         for got, want in zip(index.duplicates, expected, strict=True):
             np.testing.assert_array_equal(got, want)
