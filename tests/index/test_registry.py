@@ -95,3 +95,10 @@ def test_the_cli_help_is_read_from_the_declarations(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["index", "x", "--backend", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_an_older_cbirs_setting_names_say_how_they_are_written_today() -> None:
+    with pytest.raises(CbirError, match=r"today written search=ef=200, index=hnsw:M=16,"):
+        check_settings("elasticsearch", {"search": "knn", "num_candidates": 200})
+    with pytest.raises(CbirError, match=r"today written index=hnsw:M=8,ef_construction=200, "):
+        check_settings("milvus", {"index": "HNSW", "M": 8})

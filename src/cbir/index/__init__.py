@@ -91,9 +91,13 @@ def check_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     declared = {s.name: s for s in cls.options()}
     unknown = sorted(set(settings) - set(declared))
     if unknown:
+        # settings in an older cbir's vocabulary: say how they are written today
+        upgraded = cls.upgrade(dict(settings))
+        today = [f"{k}={v}" for k, v in upgraded.items() if settings.get(k) != v]
+        hint = f" (today written {', '.join(today)})" if set(upgraded) <= set(declared) else ""
         raise CbirError(
             f"unknown setting(s) {', '.join(unknown)} for backend {name!r} "
-            f"(--backend-option); valid settings: {', '.join(declared) or 'none'}"
+            f"(--backend-option); valid settings: {', '.join(declared) or 'none'}{hint}"
         )
     typed = {key: declared[key].checked(value, name) for key, value in settings.items()}
     if cls.index_kinds:  # the spec strings parse, and the search spec fits the index kind
