@@ -148,10 +148,14 @@ def test_old_settings_read_as_specs_with_the_old_defaults(stored: dict, today: d
     assert MilvusIndex.upgrade(stored) == today
 
 
-def test_a_collection_written_with_old_settings_searches_as_before(tmp_path: Path) -> None:
+def test_a_collection_written_with_old_settings_searches_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An HNSW collection made with the old vocabulary opens, through settings resolution,
     on the same Lite file and collection, with the same index and search parameters."""
     from cbir.index.settings import settings_at_open
+
+    monkeypatch.delenv("CBIR_MILVUS_URI", raising=False)  # it would beat the stored file
 
     old = {"uri": "milvus.db", "collection": "old", "index": "HNSW", "M": 8, "ef": 64}
     settings, location = settings_at_open("milvus", old, tmp_path)
