@@ -132,6 +132,7 @@ def validated(extractor: str, params: Params, check: Callable[[], None] | None =
         (check or params.validate)()
     except InvalidParameter as error:
         value = getattr(params, error.key)
+        value = list(value) if isinstance(value, tuple) else value
         raise CbirError(
             f"parameter {error.key}={value!r} of extractor {extractor!r} {error.requirement}"
         ) from None
