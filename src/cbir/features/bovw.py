@@ -362,8 +362,8 @@ class ReferenceBovw(ClassFusedBovw):
         p = self.config
         if len(descriptors) < p.vocabulary_size:
             raise CbirError(
-                f"{len(descriptors)} {p['descriptor']} descriptors cannot make "
-                f"{p['vocabulary_size']} words"
+                f"{len(descriptors)} {p.descriptor} descriptors cannot make "
+                f"{p.vocabulary_size} words"
             )
         return fit_vocabulary(
             descriptors, p.vocabulary_size, seed=p.seed, batch_size=p.kmeans_batch_size,
@@ -464,7 +464,7 @@ class Bovw(ClassFusedBovw):
         if self._grid_side < 2 ** (p.pyramid_levels - 1):
             raise CbirError(
                 f"extractor 'bovw': {side}x{side} images hold a {self._grid_side}x"
-                f"{self._grid_side} grid of descriptors, too few for {p['pyramid_levels']} "
+                f"{self._grid_side} grid of descriptors, too few for {p.pyramid_levels} "
                 "pyramid levels; set a larger image_size or a smaller stride"
             )
         self._hog = get_extractor("hog", image_size=side)
