@@ -94,7 +94,7 @@ def test_class_fusion_gives_labelled_index_images_their_true_class(tmp_path):
 def test_presets_are_extractors_with_their_measured_setting(capsys):
     committee = get_extractor("cnn-committee")
     assert committee.name == "cnn"
-    assert committee.params["classifiers"] == "wide,wide-seed1"
+    assert committee.params["classifiers"] == ["wide", "wide-seed1"]
     assert get_extractor("cnn-committee", query_tta=0).params["query_tta"] == 0
     assert main(["extractors"]) == 0
     listing = capsys.readouterr().out

@@ -15,7 +15,7 @@ import numpy as np
 
 from cbir.datasets import Dataset, load_folder
 from cbir.errors import CbirError, DataNotFoundError
-from cbir.features import Extractor, get_extractor
+from cbir.features import Extractor
 from cbir.features.fit_record import FitRecord, pixel_digests
 from cbir.pipeline import DEFAULT_SIZE, settle_input_size
 from cbir.progress import progress_bar
@@ -40,8 +40,7 @@ def fit_extractor(extractor: Extractor, data: Dataset, source: str) -> Extractor
                 "fit on one with --fit-on DIR"
             )
         if extractor.params.get("classes", len(data.class_names)) != len(data.class_names):
-            params = {**extractor.params, "classes": len(data.class_names)}
-            extractor = get_extractor(extractor.name, **params)
+            extractor = extractor.clone(classes=len(data.class_names))
     elif len(data) == 0:
         raise DataNotFoundError(f"no images to fit extractor {extractor.name!r} on in {source}")
     labels = data.labels if data.labelled else None

@@ -103,6 +103,8 @@ def load_collection_extractor(folder: Path, manifest: dict[str, Any]) -> Extract
         # its vectors were made at the 32x32 the pipeline then decoded every image to.
         extractor.settle_image_size(SMALL_SIDE)
         promised = {**promised, "params": {**promised.get("params", {}), "image_size": SMALL_SIDE}}
+    # an earlier manifest's form (sentinels, "a,b" lists, runtime knobs) read as today's
+    promised = {**promised, "params": extractor.comparable_params(promised.get("params", {}))}
     if not _same_extractor(_as_json(extractor.describe()), promised):
         raise CollectionError(
             f"{folder}: {EXTRACTOR_DIR}/ holds {extractor.describe()} but the manifest says "

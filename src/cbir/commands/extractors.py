@@ -18,7 +18,9 @@ def run(args: argparse.Namespace) -> int:
     for name in available():
         extractor = get_extractor(name)
         fit = "needs fit" if extractor.needs_fit else "no fit"
-        print(f"{name:<16} {fit:<10} {json.dumps(extractor.params, sort_keys=True)}")
+        knobs = extractor.get_knobs()  # never change the vectors: not part of a collection
+        runtime = f"  runtime {json.dumps(knobs, sort_keys=True)}" if knobs else ""
+        print(f"{name:<16} {fit:<10} {json.dumps(extractor.params, sort_keys=True)}{runtime}")
     print("\npresets (-e NAME; -p values override them):")
     for name, preset in PRESETS.items():
         flags = " ".join(f"-p {key}={json.dumps(value)}" for key, value in preset.params.items())

@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         backend_settings=dict(args.backend_option),
     ) as collection:  # fmt: skip
         check_same_extractor(collection, args.extractor, dict(args.param))
+        knobs = collection.extractor.get_knobs()  # `-p batch_size=` etc.: for this run
+        collection.extractor.set_knobs(**{k: v for k, v in args.param if k in knobs})
         check_same_backend(collection, args.backend)
         fitted = collection.manifest.get("fitted")
         if args.fit_on and fitted:
@@ -139,10 +141,13 @@ def check_same_extractor(collection, name: str | None, params: dict) -> None:
         )
     if params:
         # Only what was asked is compared: fitting may have set others (bovw's classes).
-        wanted = json.loads(json.dumps(get_extractor(have["name"], **params).params))
-        differ = {key: wanted[key] for key in params if wanted[key] != have["params"].get(key)}
+        # Runtime knobs (batch_size, threads) are not compared: they never change the vectors.
+        asked = get_extractor(have["name"], **params)
+        wanted, built = asked.get_params(), asked.comparable_params(have["params"])
+        differ = {key: wanted[key] for key in params if key in wanted
+                  and wanted[key] != built.get(key)}  # fmt: skip
         if differ:
-            built = {key: have["params"].get(key) for key in differ}
+            built = {key: built.get(key) for key in differ}
             raise CbirError(
                 f"{collection.folder} was built with {have['name']} "
                 f"{json.dumps(built, sort_keys=True)}, not {json.dumps(differ, sort_keys=True)}; "

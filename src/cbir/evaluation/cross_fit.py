@@ -76,7 +76,7 @@ def plan_fitting(
     parts = []
     for fold in range(n_folds):
         others = index_set.take(np.flatnonzero(assignment != fold))
-        unfitted = type(extractor)(**extractor.params)
+        unfitted = extractor.clone()
         source = f"{name} without fold {fold + 1} of {n_folds}"
         parts.append(
             Part(fit_extractor(unfitted, others, source), np.flatnonzero(assignment == fold))

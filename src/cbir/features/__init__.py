@@ -1,7 +1,8 @@
 """Extractor registry: `@register("name")` on a class, `get_extractor(name, **params)`.
 
-Built-in extractors are imported lazily by name so that heavy dependencies (torch, OpenCV)
-load only when their extractor is used.
+The registration line is the only place an extractor's name is written. The built-in modules
+are imported when a name is first looked up; importing them is cheap because each imports its
+heavy dependencies (torch, OpenCV, ONNX Runtime) only when it describes images.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from typing import Any
 from cbir.errors import UnknownNameError
 from cbir.features.base import PARAMS_FILE, Extractor
 
-# registry name -> module that defines it (imported on first use)
-_BUILTIN_MODULES: dict[str, str] = {
-    "gch": "cbir.features.color",
-    "hog": "cbir.features.hog",
-    "cnn": "cbir.features.cnn.extractor",  # needs torch
-    "efficientnet": "cbir.features.efficientnet",  # needs torch + the packaged ImageNet weights
-    "bovw": "cbir.features.bovw",  # needs OpenCV and scikit-learn
-    "bovw-reference": "cbir.features.bovw",
-}
+# the modules whose `@register` lines make the built-in extractors
+_BUILTIN_MODULES = (
+    "cbir.features.color",
+    "cbir.features.hog",
+    "cbir.features.bovw",
+    "cbir.features.cnn.extractor",
+    "cbir.features.efficientnet",
+)
 _REGISTRY: dict[str, type[Extractor]] = {}
 
 DEFAULT_EXTRACTOR = "efficientnet"  # people's photos; `cbir benchmark cifar10` picks its own
@@ -39,14 +39,20 @@ def register(name: str):
     return decorate
 
 
+def _import_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
 def available() -> list[str]:
     """Extractor names; presets (`cbir.features.presets`) are listed apart."""
-    return sorted(set(_BUILTIN_MODULES) | set(_REGISTRY))
+    _import_builtins()
+    return sorted(_REGISTRY)
 
 
 def extractor_class(name: str) -> type[Extractor]:
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
+    if name not in _REGISTRY:
+        _import_builtins()
     if name not in _REGISTRY:
         from cbir.features.presets import PRESETS
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from cbir.errors import CbirError
 from cbir.features.fit_record import FitRecord
+from cbir.features.params import Params, build_params, comparable, validated
 
 # Fitting may stream batches instead of one giant array.
 ImageBatches = np.ndarray | Iterable[np.ndarray]
@@ -39,36 +41,73 @@ class Extractor:
         name: registry name ("gch", "hog", ...), set by `@register`.
         about: one line saying what the extractor matches ("overall colour", ...).
         needs_fit: True when `fit` must run before `transform`.
-        input_size: (height, width) every image is resized to before extraction, or None when
-            the extractor accepts any size (the batch must still share one size).
         photo_side: for an extractor whose `image_size` may be 0 ("auto"), the side photos are
             resized to (see SMALL_SIDE above); 0 for the others.
-        defaults: every parameter with its default, or None to store `params` unchecked. When
-            set, `__init__` fills in the defaults and rejects unknown names and wrong types
-            (see `resolve_params`); subclasses check value ranges after `super().__init__`.
+        params_type: the frozen dataclass of the parameters that make the vectors (types,
+            defaults, a `validate` step; see `cbir.features.params`). `__init__` builds it
+            from keyword arguments as `self.config`; `get_params()` is its plain dict, what
+            params.json and a collection's manifest record and compare.
+        knobs_type: the same for runtime knobs that never change the vectors (batch size,
+            threads): `self.knobs`, set with the parameters or later by `set_knobs`.
     """
 
     name: ClassVar[str] = ""
     about: ClassVar[str] = ""  # one line on what the extractor matches, shown to people
     needs_fit: ClassVar[bool] = False
-    defaults: ClassVar[dict[str, Any] | None] = None
     photo_side: ClassVar[int] = 0
+    params_type: ClassVar[type[Params]] = Params
+    knobs_type: ClassVar[type[Params]] = Params
 
     def __init__(self, **params: Any) -> None:
-        if self.defaults is not None:
-            params = resolve_params(self.name or type(self).__name__, params, self.defaults)
-        self.params: dict[str, Any] = dict(params)
+        self.config, self.knobs = build_params(
+            self.name or type(self).__name__, self.params_type, self.knobs_type, params
+        )
         self.classes_: list[str] | None = None  # set when fitted on labelled images
         self.fit_record_: FitRecord | None = None  # how it was fitted (cbir.fitting)
 
+    # --- parameters ----------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The parameters that make the vectors, as plain JSON-ready values."""
+        return self.config.as_dict()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.get_params()
+
+    def get_knobs(self) -> dict[str, Any]:
+        """The runtime knobs (batch size, threads), as plain values."""
+        return self.knobs.as_dict()
+
+    def set_knobs(self, **knobs: Any) -> Extractor:
+        """Change runtime knobs (e.g. a collection's extractor for one run); returns self."""
+        before = self.knobs
+        _, self.knobs = build_params(
+            self.name, Params, self.knobs_type, {**self.get_knobs(), **knobs}
+        )
+        self._knobs_changed(before)
+        return self
+
+    def _knobs_changed(self, before: Params) -> None:
+        """Hook: apply new runtime knobs to what is already loaded (threads of a network)."""
+
+    def clone(self, **changes: Any) -> Extractor:
+        """A new, unfitted extractor with the same parameters and runtime knobs (`changes`
+        over them)."""
+        return type(self)(**{**self.get_params(), **self.get_knobs(), **changes})
+
+    @classmethod
+    def comparable_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` as a manifest holds them, this version's or an earlier one's, in the form
+        `get_params()` gives: what a collection compares (runtime knobs left out)."""
+        return comparable(cls.params_type, cls.knobs_type, params)
+
+    def _update(self, **settled: Any) -> None:
+        """Record parameters settled later (an auto image size, the cells or stride it sets)."""
+        self.config = replace(self.config, **settled)
+
     def _check_range(self, key: str, minimum: float, maximum: float | None = None) -> None:
-        """Raise a CbirError unless minimum <= params[key] (<= maximum)."""
-        value = self.params[key]
-        if value < minimum or (maximum is not None and value > maximum):
-            bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-            raise CbirError(
-                f"parameter {key}={value!r} of extractor {self.name!r} must be {bounds}"
-            )
+        """Raise a CbirError unless minimum <= the parameter `key` (<= maximum)."""
+        validated(self.name, self.config, lambda: self.config.require_range(key, minimum, maximum))
 
     # --- what subclasses provide -------------------------------------------------------------
     @property
@@ -87,16 +126,16 @@ class Extractor:
         is kept. Asking an unsettled extractor its input size, or describing it for a
         manifest, settles it for photos; its first images (`fit`, `transform`) settle it by
         their size. Saved unsettled, it stays "auto". Returns self."""
-        if self.photo_side and self.params.get("image_size") == 0:
+        if self.photo_side and self.config.image_size == 0:
             small = side is not None and 0 < side <= SMALL_SIDE
-            self.params["image_size"] = side if small else self.photo_side
+            self._update(image_size=side if small else self.photo_side)
             self._image_size_settled()
         return self
 
     @property
     def image_side(self) -> int:
         """The settled `image_size` of a photo extractor (settling it for photos if need be)."""
-        return self.settle_image_size().params["image_size"]
+        return self.settle_image_size().config.image_size
 
     def _image_size_settled(self) -> None:
         """Hook: rebuild what depends on image_size once it is settled."""
@@ -174,7 +213,7 @@ class Extractor:
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        payload = {"name": self.name, "params": self.params}
+        payload = {"name": self.name, "params": self.get_params(), "knobs": self.get_knobs()}
         (folder / PARAMS_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
         if self.classes_ is not None:
             (folder / CLASSES_FILE).write_text(json.dumps(self.classes_))
@@ -185,12 +224,19 @@ class Extractor:
     @classmethod
     def load(cls, folder: Path) -> Extractor:
         payload = json.loads((Path(folder) / PARAMS_FILE).read_text())
-        extractor = cls(**payload["params"])
+        # earlier versions kept the runtime knobs among the parameters: both read
+        extractor = cls(**cls._saved_params(payload["params"]), **payload.get("knobs", {}))
         if (Path(folder) / CLASSES_FILE).is_file():
             extractor.classes_ = json.loads((Path(folder) / CLASSES_FILE).read_text())
         extractor.fit_record_ = FitRecord.load(Path(folder))
         extractor._load_state(Path(folder))
         return extractor
+
+    @classmethod
+    def _saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Hook: the parameters of params.json, with what an earlier version left out filled
+        in as that version behaved."""
+        return params
 
     def _save_state(self, folder: Path) -> None:
         """Write learnt state (arrays as .npy/.safetensors); stateless extractors write none."""
@@ -203,52 +249,11 @@ class Extractor:
         An auto input size is settled first (for photos, unless images settled it), so a
         collection's manifest names the size its vectors are made at."""
         self.settle_image_size()
-        return {"name": self.name, "params": dict(self.params)}
+        return {"name": self.name, "params": self.get_params()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
         return f"{type(self).__name__}({args})"
-
-
-def resolve_params(
-    extractor: str, params: dict[str, Any], defaults: dict[str, Any]
-) -> dict[str, Any]:
-    """`params` with defaults filled in, each value of its default's type (bool, int, float,
-    str; numpy scalars become Python ones), so the result is complete and JSON-serialisable.
-    Unknown names or wrong types raise a CbirError that lists the valid parameters."""
-    valid = ", ".join(f"{key}={value!r}" for key, value in defaults.items())
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise CbirError(
-            f"unknown parameter(s) {', '.join(unknown)} for extractor {extractor!r}; "
-            f"valid parameters (with defaults): {valid}"
-        )
-    resolved = dict(defaults)
-    for key, value in params.items():
-        resolved[key] = _coerce(value, type(defaults[key]))
-        if resolved[key] is _INVALID:
-            raise CbirError(
-                f"parameter {key}={value!r} of extractor {extractor!r} must be of type "
-                f"{type(defaults[key]).__name__}; valid parameters (with defaults): {valid}"
-            )
-    return resolved
-
-
-_INVALID = object()
-
-
-def _coerce(value: Any, kind: type) -> Any:
-    """`value` as a plain Python `kind` (numpy scalars included), or _INVALID."""
-    if kind is bool:
-        return bool(value) if isinstance(value, bool | np.bool_) else _INVALID
-    if isinstance(value, bool | np.bool_):  # bool is an int subclass, but never a valid number
-        return _INVALID
-    if kind is int:
-        return int(value) if isinstance(value, int | np.integer) else _INVALID
-    if kind is float:
-        number = isinstance(value, int | float | np.integer | np.floating)
-        return float(value) if number else _INVALID
-    return value if isinstance(value, kind) else _INVALID
 
 
 def check_image_batch(images: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from cbir.features.local import (
     patch_grid_side,
     root_sift,
 )
+from cbir.features.params import Params
 from cbir.features.projection import LinearProjection
 from cbir.features.vocabulary import fit_vocabulary, nearest_words, triangle_codes
 
@@ -78,22 +80,36 @@ def _chunks(n: int, per_image: int = 0) -> Iterator[slice]:
         yield slice(start, min(start + step, n))
 
 
-# Parameters every class-fused BoVW extractor shares (the one-hot block, the word weighting and
-# the run set-up).
-FUSION_DEFAULTS = {
+@dataclass(frozen=True, kw_only=True)
+class FusionParams(Params):
+    """Parameters every class-fused BoVW extractor shares (the one-hot block, the word
+    weighting and the run set-up)."""
+
     # weight each visual word by its inverse document frequency over a seeded sample of the
     # index images: words found everywhere (flat sky, blur) count less than distinctive ones
-    "idf_images": 10000,
+    idf_images: int = 10000
     # lda: rank by the features projected on the C - 1 most class-separating directions
     # (fitted on the index images and their labels); none: by the raw features
-    "projection": "none",
-    "class_fusion": True,
-    "fusion_weight": 1.0,
-    "classes": 10,
-    "image_size": 32,
-    "threads": 2,
-    "seed": 0,
-}
+    projection: str = "none"
+    class_fusion: bool = True
+    fusion_weight: float = 1.0
+    classes: int = 10
+    image_size: int = 32
+    seed: int = 0
+
+    def validate(self) -> None:
+        self.require_range("classes", 2)
+        self.require_range("fusion_weight", 0.0)
+        self.require_range("image_size", 0, MAX_IMAGE_SIZE)
+        if self.image_size:
+            self.require_range("image_size", 16, MAX_IMAGE_SIZE)
+        self.require_range("idf_images", 1)
+        self.require_choice("projection", PROJECTIONS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BovwKnobs(Params):
+    threads: int = 2  # OpenCV descriptors, one image per thread: the same words in any order
 
 
 class ClassFusedBovw(Extractor):
@@ -103,20 +119,10 @@ class ClassFusedBovw(Extractor):
     same hook as the `cnn` extractor's."""
 
     needs_fit = True
+    knobs_type = BovwKnobs
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._check_range("classes", 2)
-        self._check_range("fusion_weight", 0.0)
-        self._check_range("image_size", 0, MAX_IMAGE_SIZE)
-        if self.params["image_size"]:
-            self._check_range("image_size", 16, MAX_IMAGE_SIZE)
-        self._check_range("idf_images", 1)
-        if self.params["projection"] not in PROJECTIONS:
-            raise CbirError(
-                f"parameter projection of extractor {self.name!r} must be one of "
-                f"{', '.join(PROJECTIONS)}"
-            )
         self.vocabulary_: np.ndarray | None = None
         self.idf_: np.ndarray | None = None  # (vocabulary_size,) when tfidf is on
         self.classifier_: LinearClassifier | None = None
@@ -159,25 +165,23 @@ class ClassFusedBovw(Extractor):
     @property
     def ranked_dim(self) -> int:
         """Dimensions of the vector part that is ranked: the features, or their projection."""
-        return (
-            self.params["classes"] - 1 if self.params["projection"] == "lda" else self.feature_dim
-        )
+        return self.config.classes - 1 if self.config.projection == "lda" else self.feature_dim
 
     @property
     def dim(self) -> int:
-        return self.ranked_dim + (self.params["classes"] if self.params["class_fusion"] else 0)
+        return self.ranked_dim + (self.config.classes if self.config.class_fusion else 0)
 
     @property
     def uses_index_labels(self) -> bool:
-        return self.params["class_fusion"]
+        return self.config.class_fusion
 
     @property
     def fit_uses_labels(self) -> bool:
-        return self.params["class_fusion"] or self.params["projection"] != "none"
+        return self.config.class_fusion or self.config.projection != "none"
 
     @property
     def run_tag(self) -> str:
-        return f"{self.name}+class_fusion" if self.params["class_fusion"] else self.name
+        return f"{self.name}+class_fusion" if self.config.class_fusion else self.name
 
     def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> ClassFusedBovw:
         images = _stack(images)
@@ -187,7 +191,7 @@ class ClassFusedBovw(Extractor):
                 f"extractor {self.name!r} fits on {self.input_size[0]}x{self.input_size[1]} "
                 f"images, got {images.shape[1]}x{images.shape[2]}; resize them first"
             )
-        p = self.params
+        p = self.config
         learns_from_labels = self.fit_uses_labels
         if learns_from_labels:  # check the labels before minutes of vocabulary work
             labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
@@ -195,27 +199,27 @@ class ClassFusedBovw(Extractor):
                 raise CbirError(
                     f"class fusion and projection in {self.name!r} need a label for every image"
                 )
-            if labels.max() >= p["classes"]:
+            if labels.max() >= p.classes:
                 raise CbirError(f"labels go up to {labels.max()}; set classes= to that + 1 or more")
         self.vocabulary_ = self._fit_vocabulary(images)
-        self.idf_ = self._fit_idf(images) if p["tfidf"] else None
+        self.idf_ = self._fit_idf(images) if p.tfidf else None
         if not learns_from_labels:
             return self
         features = self.features(images)
-        if p["class_fusion"]:
+        if p.class_fusion:
             self.classifier_ = self._fit_classifier(features, labels)
             train_accuracy = float((self.classifier_.predict(features) == labels).mean())
             self.fit_report_ = {"train_accuracy": train_accuracy, "n_train": len(labels)}
             self._fitted_features = (_digest(images), features)
-        if p["projection"] == "lda":
+        if p.projection == "lda":
             self.projection_ = LinearProjection.fit_lda(features, labels, self.ranked_dim)
         return self
 
     def _fit_idf(self, images: np.ndarray) -> np.ndarray:
         """Smoothed idf of every word over up to idf_images seeded index images."""
-        p = self.params
-        rng = np.random.default_rng(p["seed"])
-        sample = np.sort(rng.choice(len(images), min(p["idf_images"], len(images)), replace=False))
+        p = self.config
+        rng = np.random.default_rng(p.seed)
+        sample = np.sort(rng.choice(len(images), min(p.idf_images, len(images)), replace=False))
         df = sum(document_frequency(self._word_weights(images[sample[part]]))
                  for part in _chunks(len(sample), self.codes_per_image))  # fmt: skip
         return smooth_idf(df, len(sample))
@@ -238,7 +242,7 @@ class ClassFusedBovw(Extractor):
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         features = self.features(images)
-        if not self.params["class_fusion"]:
+        if not self.config.class_fusion:
             return self._ranked(features)
         return self._fuse(features, self._classifier().predict(features))
 
@@ -248,7 +252,7 @@ class ClassFusedBovw(Extractor):
         images, labels = check_image_batch(images), np.asarray(labels, dtype=np.int64)
         if len(labels) != len(images):
             raise CbirError(f"{len(images)} images but {len(labels)} labels")
-        if not self.params["class_fusion"]:
+        if not self.config.class_fusion:
             return self.transform(images)
         cached, self._fitted_features = self._fitted_features, None
         if cached is not None and cached[0] == _digest(images):
@@ -259,7 +263,7 @@ class ClassFusedBovw(Extractor):
         return self._fuse(features, np.where(labels >= 0, labels, predicted))
 
     def _ranked(self, features: np.ndarray) -> np.ndarray:
-        if self.params["projection"] == "none":
+        if self.config.projection == "none":
             return features
         if self.projection_ is None:
             raise CbirError(f"extractor {self.name!r} must be fitted before transform")
@@ -267,8 +271,8 @@ class ClassFusedBovw(Extractor):
         return power_l2(self.projection_.apply(features), 1.0)
 
     def _fuse(self, features: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        onehot = np.zeros((len(features), self.params["classes"]), np.float32)
-        onehot[np.arange(len(features)), classes] = self.params["fusion_weight"]
+        onehot = np.zeros((len(features), self.config.classes), np.float32)
+        onehot[np.arange(len(features)), classes] = self.config.fusion_weight
         return np.hstack([self._ranked(features), onehot])
 
     def _classifier(self) -> LinearClassifier:
@@ -304,68 +308,71 @@ class ClassFusedBovw(Extractor):
         return {**super().describe(), "fit": dict(self.fit_report_)}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReferenceBovwParams(FusionParams):
+    descriptor: str = "sift"  # sift (the reference) or orb
+    vocabulary_size: int = 400
+    contrast_threshold: float = 0.02  # sift
+    sigma: float = 0.9  # sift
+    orb_upscale: int = 4  # orb: enlarge the image first (none is found on 32x32 pixels)
+    # the reference used 64: on ~2.2M CIFAR-10 descriptors that is ~34,000 steps an epoch
+    # and the early stop needs tens of thousands of them (hours on 2 cores); 1024 is
+    # scikit-learn's default and stops within minutes
+    kmeans_batch_size: int = 1024
+    kmeans_n_init: int = 10
+    kmeans_max_iter: int = 300
+    tfidf: bool = False  # the reference used raw counts; true: L2-normalised counts x idf
+    c: float = 1.0
+    max_iter: int = 5000
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_choice("descriptor", ("sift", "orb"), "must be sift or orb")
+        self.require_range("vocabulary_size", 2)
+        self.require_range("orb_upscale", 1)
+
+
 @register("bovw-reference")
 class ReferenceBovw(ClassFusedBovw):
     """HOG ⊕ raw SIFT word counts (⊕ one-hot), exactly as the reference notebook; or ORB words."""
 
     about = "the reference design's SIFT words + HOG, with the predicted class appended"
 
-    defaults = {
-        "descriptor": "sift",  # sift (the reference) or orb
-        "vocabulary_size": 400,
-        "contrast_threshold": 0.02,  # sift
-        "sigma": 0.9,  # sift
-        "orb_upscale": 4,  # orb: enlarge the image first (none is found on 32x32 pixels)
-        # the reference used 64: on ~2.2M CIFAR-10 descriptors that is ~34,000 steps an epoch
-        # and the early stop needs tens of thousands of them (hours on 2 cores); 1024 is
-        # scikit-learn's default and stops within minutes
-        "kmeans_batch_size": 1024,
-        "kmeans_n_init": 10,
-        "kmeans_max_iter": 300,
-        "tfidf": False,  # the reference used raw counts; true: L2-normalised counts x idf
-        "c": 1.0,
-        "max_iter": 5000,
-        **FUSION_DEFAULTS,
-    }
+    params_type = ReferenceBovwParams
+    config: ReferenceBovwParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if self.params["descriptor"] not in ("sift", "orb"):
-            raise CbirError(
-                "parameter descriptor of extractor 'bovw-reference' must be sift or orb"
-            )
-        self._check_range("vocabulary_size", 2)
-        self._check_range("orb_upscale", 1)
-        self._hog = get_extractor("hog", image_size=self.params["image_size"])
+        self._hog = get_extractor("hog", image_size=self.config.image_size)
 
     @property
     def feature_dim(self) -> int:
-        return self._hog.dim + self.params["vocabulary_size"]
+        return self._hog.dim + self.config.vocabulary_size
 
     def _local(self, images: np.ndarray) -> list[np.ndarray]:
         """Each image's detected descriptors, (0, D) for an image without keypoints."""
-        p, gray = self.params, gray_uint8(images)
-        if p["descriptor"] == "orb":
-            return detected_orb(gray, p["orb_upscale"], threads=p["threads"])
-        return detected_sift(gray, p["contrast_threshold"], p["sigma"], p["threads"])
+        p, gray = self.config, gray_uint8(images)
+        if p.descriptor == "orb":
+            return detected_orb(gray, p.orb_upscale, threads=self.knobs.threads)
+        return detected_sift(gray, p.contrast_threshold, p.sigma, self.knobs.threads)
 
     def _fit_vocabulary(self, images: np.ndarray) -> np.ndarray:
         descriptors = np.concatenate([d for part in _chunks(len(images))
                                       for d in self._local(images[part])])  # fmt: skip
-        p = self.params
-        if len(descriptors) < p["vocabulary_size"]:
+        p = self.config
+        if len(descriptors) < p.vocabulary_size:
             raise CbirError(
-                f"{len(descriptors)} {p['descriptor']} descriptors cannot make "
-                f"{p['vocabulary_size']} words"
+                f"{len(descriptors)} {p.descriptor} descriptors cannot make "
+                f"{p.vocabulary_size} words"
             )
         return fit_vocabulary(
-            descriptors, p["vocabulary_size"], seed=p["seed"], batch_size=p["kmeans_batch_size"],
-            n_init=p["kmeans_n_init"], max_iter=p["kmeans_max_iter"],
+            descriptors, p.vocabulary_size, seed=p.seed, batch_size=p.kmeans_batch_size,
+            n_init=p.kmeans_n_init, max_iter=p.kmeans_max_iter,
         )  # fmt: skip
 
     def _word_weights(self, images: np.ndarray) -> np.ndarray:
         words = [nearest_words(d, self.vocabulary_) for d in self._local(images)]
-        return word_counts(words, self.params["vocabulary_size"])
+        return word_counts(words, self.config.vocabulary_size)
 
     def word_histograms(self, images: np.ndarray) -> np.ndarray:
         """(N, vocabulary_size) the BoVW block alone: raw counts of the local words, as the
@@ -377,10 +384,44 @@ class ReferenceBovw(ClassFusedBovw):
         return np.hstack([self._hog.transform(images), self.word_histograms(images)])
 
     def _fit_classifier(self, features: np.ndarray, labels: np.ndarray) -> LinearClassifier:
-        p = self.params
-        return LinearClassifier.fit(
-            features, labels, "logreg", p["c"], p["max_iter"], seed=p["seed"]
-        )
+        p = self.config
+        return LinearClassifier.fit(features, labels, "logreg", p.c, p.max_iter, seed=p.seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BovwParams(FusionParams):
+    descriptor: str = "patches"  # patches (colour, Coates et al.) or rootsift (dense grid)
+    patch_size: int = 6
+    stride: int = 0  # grid step in pixels; 0: auto, image_size // 16 (2 at CIFAR-10's 32x32)
+    sift_size: float = 8.0  # dense SIFT keypoint diameter, in original pixels
+    upscale: int = 2  # dense SIFT: enlarge the image first
+    whitening: float = 0.1  # patches: ZCA regulariser (0 = no whitening)
+    vocabulary_size: int = 400
+    vocabulary_images: int = 10000  # images sampled to learn the vocabulary
+    vocabulary_descriptors: int = 200000
+    tfidf: bool = True
+    pyramid_levels: int = 2  # 1x1 + 2x2
+    power: float = 0.5
+    hog_weight: float = 1.0  # 0 leaves HOG out
+    classifier: str = "logreg"
+    c: float = 0.01
+    max_iter: int = 300
+    # on CIFAR-10 LDA ranks better than the 2,324 raw dimensions (map_all 0.748 against
+    # 0.734 with class fusion, mAP@100 0.49 against 0.20 without) in 19 dimensions;
+    # projection=none keeps the raw features, closer to "looks like" than to "same class"
+    projection: str = "lda"
+    image_size: int = 0  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_choice(
+            "descriptor", ("patches", "rootsift"),
+            "must be patches or rootsift (detected SIFT or ORB: extractor 'bovw-reference')",
+        )  # fmt: skip
+        for key in ("patch_size", "upscale", "vocabulary_size", "pyramid_levels"):
+            self.require_range(key, 1)
+        self.require_range("stride", 0)
+        self.require_range("hog_weight", 0.0)
 
 
 @register("bovw")
@@ -389,30 +430,8 @@ class Bovw(ClassFusedBovw):
 
     about = "local patterns and textures (visual words learnt on your labelled images)"
 
-    defaults = {
-        "descriptor": "patches",  # patches (colour, Coates et al.) or rootsift (dense grid)
-        "patch_size": 6,
-        "stride": 0,  # grid step in pixels; 0: auto, image_size // 16 (2 at CIFAR-10's 32x32)
-        "sift_size": 8.0,  # dense SIFT keypoint diameter, in original pixels
-        "upscale": 2,  # dense SIFT: enlarge the image first
-        "whitening": 0.1,  # patches: ZCA regulariser (0 = no whitening)
-        "vocabulary_size": 400,
-        "vocabulary_images": 10000,  # images sampled to learn the vocabulary
-        "vocabulary_descriptors": 200000,
-        "tfidf": True,
-        "pyramid_levels": 2,  # 1x1 + 2x2
-        "power": 0.5,
-        "hog_weight": 1.0,  # 0 leaves HOG out
-        "classifier": "logreg",
-        "c": 0.01,
-        "max_iter": 300,
-        **FUSION_DEFAULTS,
-        # on CIFAR-10 LDA ranks better than the 2,324 raw dimensions (map_all 0.748 against
-        # 0.734 with class fusion, mAP@100 0.49 against 0.20 without) in 19 dimensions;
-        # projection=none keeps the raw features, closer to "looks like" than to "same class"
-        "projection": "lda",
-        "image_size": 0,  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
-    }
+    params_type = BovwParams
+    config: BovwParams
     # Photos at 128x128 with an 8-pixel stride: a 16x16 grid of patches, about as many as
     # CIFAR-10's 14x14 at 32x32 and stride 2, so fitting costs about the same. Unsupervised
     # features (no fusion, no projection), P@10 on Corel-1000 / Imagenette: 0.546 / 0.269 at
@@ -423,38 +442,29 @@ class Bovw(ClassFusedBovw):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        p = self.params
-        if p["descriptor"] not in ("patches", "rootsift"):
-            raise CbirError(
-                "parameter descriptor of extractor 'bovw' must be patches or rootsift "
-                "(detected SIFT or ORB: extractor 'bovw-reference')"
-            )
-        for key in ("patch_size", "upscale", "vocabulary_size", "pyramid_levels"):
-            self._check_range(key, 1)
-        self._check_range("stride", 0)
-        self._check_range("hog_weight", 0.0)
-        self._blocks = sum(4**level for level in range(p["pyramid_levels"]))
+        p = self.config
+        self._blocks = sum(4**level for level in range(p.pyramid_levels))
         self.whitening_: tuple[np.ndarray, np.ndarray] | None = None  # (mean, ZCA matrix)
-        if p["image_size"]:
+        if p.image_size:
             self._image_size_settled()
 
     def _image_size_settled(self) -> None:
         """The grid (and HOG) of the settled image size; an auto stride is settled with it."""
-        p = self.params
         self._check_range("image_size", 16, MAX_IMAGE_SIZE)
-        side = p["image_size"]
-        if not p["stride"]:
-            p["stride"] = max(1, side // self.grid_steps)
-        if p["descriptor"] == "patches":
-            self._grid_side = patch_grid_side(side, p["patch_size"], p["stride"])
+        side = self.config.image_size
+        if not self.config.stride:
+            self._update(stride=max(1, side // self.grid_steps))
+        p = self.config
+        if p.descriptor == "patches":
+            self._grid_side = patch_grid_side(side, p.patch_size, p.stride)
         else:
-            margin = int(np.ceil(p["sift_size"] / 2))
-            self._positions = grid_positions(side, p["stride"], margin)
+            margin = int(np.ceil(p.sift_size / 2))
+            self._positions = grid_positions(side, p.stride, margin)
             self._grid_side = int(round(np.sqrt(len(self._positions))))
-        if self._grid_side < 2 ** (p["pyramid_levels"] - 1):
+        if self._grid_side < 2 ** (p.pyramid_levels - 1):
             raise CbirError(
                 f"extractor 'bovw': {side}x{side} images hold a {self._grid_side}x"
-                f"{self._grid_side} grid of descriptors, too few for {p['pyramid_levels']} "
+                f"{self._grid_side} grid of descriptors, too few for {p.pyramid_levels} "
                 "pyramid levels; set a larger image_size or a smaller stride"
             )
         self._hog = get_extractor("hog", image_size=side)
@@ -462,41 +472,41 @@ class Bovw(ClassFusedBovw):
     @property
     def codes_per_image(self) -> int:
         self.settle_image_size()
-        return self._grid_side**2 * self.params["vocabulary_size"]
+        return self._grid_side**2 * self.config.vocabulary_size
 
     @property
     def feature_dim(self) -> int:
         self.settle_image_size()
-        hog = self._hog.dim if self.params["hog_weight"] > 0 else 0
-        return self._blocks * self.params["vocabulary_size"] + hog
+        hog = self._hog.dim if self.config.hog_weight > 0 else 0
+        return self._blocks * self.config.vocabulary_size + hog
 
     def _descriptors(self, images: np.ndarray) -> np.ndarray:
         """(N, P, D) descriptors on the grid, row-major."""
-        p = self.params
-        if p["descriptor"] == "patches":
-            patches = colour_patches(images, p["patch_size"], p["stride"])
+        p = self.config
+        if p.descriptor == "patches":
+            patches = colour_patches(images, p.patch_size, p.stride)
             if self.whitening_ is None:
                 return patches
             mean, zca = self.whitening_
             return (patches - mean) @ zca
-        sift = dense_sift(gray_uint8(images), self._positions, p["sift_size"], p["upscale"],
-                          p["threads"])  # fmt: skip
+        sift = dense_sift(gray_uint8(images), self._positions, p.sift_size, p.upscale,
+                          self.knobs.threads)  # fmt: skip
         return root_sift(sift)
 
     def _fit_vocabulary(self, images: np.ndarray) -> np.ndarray:
-        p = self.params
-        rng = np.random.default_rng(p["seed"])
-        sample = rng.choice(len(images), min(p["vocabulary_images"], len(images)), replace=False)
+        p = self.config
+        rng = np.random.default_rng(p.seed)
+        sample = rng.choice(len(images), min(p.vocabulary_images, len(images)), replace=False)
         self.whitening_ = None
         descriptors = self._descriptors(images[np.sort(sample)])
         descriptors = descriptors.reshape(-1, descriptors.shape[-1])
-        if len(descriptors) > p["vocabulary_descriptors"]:
-            keep = rng.choice(len(descriptors), p["vocabulary_descriptors"], replace=False)
+        if len(descriptors) > p.vocabulary_descriptors:
+            keep = rng.choice(len(descriptors), p.vocabulary_descriptors, replace=False)
             descriptors = descriptors[keep]
-        if p["descriptor"] == "patches" and p["whitening"] > 0:
-            self.whitening_ = zca_whitening(descriptors, p["whitening"])
+        if p.descriptor == "patches" and p.whitening > 0:
+            self.whitening_ = zca_whitening(descriptors, p.whitening)
             descriptors = (descriptors - self.whitening_[0]) @ self.whitening_[1]
-        return fit_vocabulary(descriptors, p["vocabulary_size"], seed=p["seed"])
+        return fit_vocabulary(descriptors, p.vocabulary_size, seed=p.seed)
 
     def _word_weights(self, images: np.ndarray) -> np.ndarray:
         descriptors = self._descriptors(images)
@@ -505,17 +515,17 @@ class Bovw(ClassFusedBovw):
         return codes.reshape(n, positions, -1)
 
     def _features(self, images: np.ndarray) -> np.ndarray:
-        p = self.params
+        p = self.config
         codes = self._word_weights(images)
         n = len(codes)
-        pooled = self._weighted(pyramid_pool(codes, self._grid_side, p["pyramid_levels"]))
-        pooled = power_l2(pooled, p["power"])
+        pooled = self._weighted(pyramid_pool(codes, self._grid_side, p.pyramid_levels))
+        pooled = power_l2(pooled, p.power)
         # every pyramid block has unit norm; scaling by 1/sqrt(blocks) makes the BoVW part
         # unit-norm too, so hog_weight is the HOG block's weight relative to it
         parts = [pooled.reshape(n, -1) / np.sqrt(self._blocks)]
-        if p["hog_weight"] > 0:
+        if p.hog_weight > 0:
             hog = power_l2(self._hog.transform(images), 1.0)
-            parts.append(p["hog_weight"] * hog)
+            parts.append(p.hog_weight * hog)
         return np.hstack(parts)
 
     def _save_state(self, folder: Path) -> None:
@@ -530,10 +540,10 @@ class Bovw(ClassFusedBovw):
                 self.whitening_ = (arrays["mean"], arrays["zca"])
 
     def _fit_classifier(self, features: np.ndarray, labels: np.ndarray) -> LinearClassifier:
-        p = self.params
+        p = self.config
         return LinearClassifier.fit(
-            features, labels, p["classifier"], p["c"], p["max_iter"], standardise=True,
-            seed=p["seed"],
+            features, labels, p.classifier, p.c, p.max_iter, standardise=True,
+            seed=p.seed,
         )  # fmt: skip
 
 

@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cbir.errors import CbirError
 from cbir.features import register
-from cbir.features.base import PARAMS_FILE, Extractor, map_in_chunks
+from cbir.features.base import Extractor, map_in_chunks
+from cbir.features.params import Params
 
 # Pillow's fixed-point ITU-R 601 weights (0.299, 0.587, 0.114) * 2**16; they sum to 2**16, so
 # white stays 255. OpenCV's cvtColor uses 14-bit weights (4899, 9617, 1868) and rounds a few
@@ -72,50 +71,52 @@ SPACES = ("hsv", "gray")
 MAX_IMAGE_SIZE = 2048
 
 
+@dataclass(frozen=True, kw_only=True)
+class GchParams(Params):
+    space: str = "hsv"
+    hue_bins: int = 16  # 16 x 4 x 4 = 256 bins; 12 or 24 hues, 3 saturations/values: +-0.01 P@10
+    saturation_bins: int = 4
+    value_bins: int = 4
+    bins: int = 256  # gray levels (space=gray only)
+    sqrt: bool = True  # square roots of the pixel shares; false: raw pixel counts
+    image_size: int = 0  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
+
+    def validate(self) -> None:
+        self.require_choice("space", SPACES)
+        self.require_range("bins", 1, 256)
+        for key in ("hue_bins", "saturation_bins", "value_bins"):
+            self.require_range(key, 1, 64)
+        self.require_range("image_size", 0, MAX_IMAGE_SIZE)
+
+
 @register("gch")
 class ColorHistogram(Extractor):
     """A colour histogram per image, float32: HSV (default) or gray levels (the reference)."""
 
     about = "overall colour (HSV colour histogram)"
-    defaults = {
-        "space": "hsv",
-        "hue_bins": 16,  # 16 x 4 x 4 = 256 bins; 12 or 24 hues, 3 saturations/values: +-0.01 P@10
-        "saturation_bins": 4,
-        "value_bins": 4,
-        "bins": 256,  # gray levels (space=gray only)
-        "sqrt": True,  # square roots of the pixel shares; false: raw pixel counts
-        "image_size": 0,  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
-    }
+    params_type = GchParams
     photo_side = 128
+    config: GchParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if self.params["space"] not in SPACES:
-            raise CbirError(f"parameter space of extractor 'gch' must be one of {SPACES}")
-        self._check_range("bins", 1, 256)
-        for key in ("hue_bins", "saturation_bins", "value_bins"):
-            self._check_range(key, 1, 64)
-        self._check_range("image_size", 0, MAX_IMAGE_SIZE)
-        self._bin_of_level = gray_level_bins(self.params["bins"])
+        self._bin_of_level = gray_level_bins(self.config.bins)
 
     @classmethod
-    def load(cls, folder: Path) -> Extractor:
+    def _saved_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         """A collection saved before gch had `space` holds the reference's gray counts."""
-        params = json.loads((Path(folder) / PARAMS_FILE).read_text())["params"]
-        if "space" not in params:
-            return cls(**params, space="gray", sqrt=False)
-        return cls(**params)
+        return params if "space" in params else {**params, "space": "gray", "sqrt": False}
 
     @property
     def gray(self) -> bool:
-        return self.params["space"] == "gray"
+        return self.config.space == "gray"
 
     @property
     def dim(self) -> int:
         if self.gray:
-            return self.params["bins"]
-        p = self.params
-        return p["hue_bins"] * p["saturation_bins"] * p["value_bins"]
+            return self.config.bins
+        p = self.config
+        return p.hue_bins * p.saturation_bins * p.value_bins
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -123,7 +124,7 @@ class ColorHistogram(Extractor):
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         counts = map_in_chunks(self._extract_chunk, images, self.dim)
-        if not self.params["sqrt"]:
+        if not self.config.sqrt:
             return counts
         return np.sqrt(counts / np.float32(images.shape[1] * images.shape[2]))
 
@@ -132,8 +133,8 @@ class ColorHistogram(Extractor):
         if self.gray:
             levels = self._bin_of_level[luma_uint8(images)]
         else:
-            p = self.params
-            levels = hsv_bins(images, p["hue_bins"], p["saturation_bins"], p["value_bins"])
+            p = self.config
+            levels = hsv_bins(images, p.hue_bins, p.saturation_bins, p.value_bins)
         levels = levels.reshape(len(images), -1)
         # One bincount for the whole batch: image i counts into [i * dim, (i + 1) * dim).
         levels += (np.arange(len(images), dtype=np.intp) * self.dim)[:, None]

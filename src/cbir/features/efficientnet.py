@@ -23,6 +23,7 @@ slower than float32).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from cbir.features.lite_onnx import (
     softmax,
     weights_path,
 )
+from cbir.features.params import NetworkKnobs, Params, none_was
 from cbir.index.base import l2_normalise
 
 if TYPE_CHECKING:
@@ -49,38 +51,43 @@ if TYPE_CHECKING:
 STATE_FILE = "efficientnet_state.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class EfficientNetParams(Params):
+    # None: the packaged ImageNet weights; or a .pth / .safetensors state dict
+    weights: str | None = none_was("")
+    image_size: int = 224  # the network is fully convolutional; it was trained at 224
+    pca: int = 0  # components of the pooled feature kept (0 = no PCA), fitted on the index
+    scores_weight: float = 1.0  # weight of the class probabilities block (0: pooled only)
+    # bfloat16 autocast in torch, only on CPUs that have it natively (AMX, AVX512-BF16);
+    # elsewhere (or off) float32 on ONNX Runtime
+    bf16: bool = True
+
+    def validate(self) -> None:
+        # below 32 px the five stride-2 stages leave a feature map under one pixel
+        self.require_range("image_size", 32, 1024)
+        self.require_range("pca", 0, 1280)
+        self.require_range("scores_weight", 0.0)
+
+
 @register("efficientnet")
 class EfficientNetExtractor(FeaturePca, Extractor):
     """Pooled features of EfficientNet-Lite0 (ImageNet-1k) and its class probabilities."""
 
     about = "objects and scenes (ImageNet-pretrained EfficientNet-Lite0)"
-    defaults = {
-        "weights": "",  # "" = the packaged ImageNet weights; or a .pth / .safetensors state dict
-        "image_size": 224,  # the network is fully convolutional; it was trained at 224
-        "pca": 0,  # components of the pooled feature kept (0 = no PCA), fitted on the index
-        "scores_weight": 1.0,  # weight of the class probabilities block (0: pooled feature only)
-        "batch_size": 64,
-        "threads": 2,
-        # bfloat16 autocast in torch, only on CPUs that have it natively (AMX, AVX512-BF16);
-        # elsewhere (or off) float32 on ONNX Runtime
-        "bf16": True,
-    }
+    params_type = EfficientNetParams
+    knobs_type = NetworkKnobs
+    config: EfficientNetParams
+    knobs: NetworkKnobs
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        # below 32 px the five stride-2 stages leave a feature map under one pixel
-        self._check_range("image_size", 32, 1024)
-        self._check_range("pca", 0, 1280)
-        self._check_range("scores_weight", 0.0)
-        self._check_range("batch_size", 1)
-        self._check_range("threads", 1)
         self._reader: Reader | Lite0Session | None = None
         self._classes: int | None = None
 
     @property
     def dim(self) -> int:
-        pooled = self.params["pca"] or EMBEDDING_DIM
-        if not self.params["scores_weight"]:
+        pooled = self.config.pca or EMBEDDING_DIM
+        if not self.config.scores_weight:
             return pooled
         self._load()
         return pooled + self._classes
@@ -88,14 +95,18 @@ class EfficientNetExtractor(FeaturePca, Extractor):
     @property
     def runtime(self) -> str:
         """ "torch" (bfloat16 autocast, where the CPU has it natively) or "onnxruntime"."""
-        return "torch" if self.params["bf16"] and native_bf16() else "onnxruntime"
+        return "torch" if self.config.bf16 and native_bf16() else "onnxruntime"
+
+    def _knobs_changed(self, before: Params) -> None:
+        if self.knobs.threads != before.threads:
+            self._reader = None  # loaded again with the new threads when next needed
 
     def _load(self) -> Reader | Lite0Session:
         if self._reader is None:
-            weights, threads = self.params["weights"], self.params["threads"]
+            weights, threads = self.config.weights or "", self.knobs.threads
             if self.runtime == "onnxruntime":
                 session = lite0_session(
-                    weights, self._weights_sha256(), self.params["image_size"], threads
+                    weights, self._weights_sha256(), self.config.image_size, threads
                 )
                 self._classes, self._reader = session.classes, session
             else:
@@ -117,17 +128,17 @@ class EfficientNetExtractor(FeaturePca, Extractor):
             raise CbirError(f"extractor 'efficientnet' expects {self.input_size} images")
         reader = self._load()
         if not callable(reader):  # the ONNX Runtime session
-            return reader.run(images, self.params["batch_size"])
+            return reader.run(images, self.knobs.batch_size)
         from cbir.features.cnn.inference import infer
 
         return infer(
-            reader, images, batch_size=self.params["batch_size"],
-            bf16=self.params["bf16"], statistics="lite",
+            reader, images, batch_size=self.knobs.batch_size,
+            bf16=self.config.bf16, statistics="lite",
         )  # fmt: skip
 
     def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> Extractor:
         """Fit PCA on the index images' features (nothing to learn without pca)."""
-        if not self.params["pca"]:
+        if not self.config.pca:
             return self
         batches = [images] if isinstance(images, np.ndarray) else images
         features = np.concatenate([self.embeddings_and_logits(b)[0] for b in batches])
@@ -137,7 +148,7 @@ class EfficientNetExtractor(FeaturePca, Extractor):
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         features, logits = self.embeddings_and_logits(images)
         features = self._project(features)
-        weight = self.params["scores_weight"]
+        weight = self.config.scores_weight
         if not weight:
             return l2_normalise(features)
         blocks = [l2_normalise(features), weight * l2_normalise(softmax(logits))]
@@ -145,7 +156,7 @@ class EfficientNetExtractor(FeaturePca, Extractor):
 
     # --- state: the weights' checksum pins what the vectors mean --------------------------------
     def _weights_sha256(self) -> str:
-        return file_sha256(weights_path(self.params["weights"]))
+        return file_sha256(weights_path(self.config.weights or ""))
 
     def _save_state(self, folder: Path) -> None:
         state = {"weights_sha256": self._weights_sha256()}

@@ -19,6 +19,7 @@ skimage sums cells in float32 and we sum in float64, so results agree to ~1e-6, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,27 @@ from numpy.lib.stride_tricks import sliding_window_view
 from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, map_in_chunks, to_gray
+from cbir.features.params import Params
 
 _EPS = 1e-5  # skimage's block normalisation epsilon
 _HYS_CLIP = 0.2
 _EDGE_MARGIN = 1e-3  # in bin widths: closer to an edge than this, a pixel is binned in float64
 MAX_ORIENTATIONS = 180  # keeps float32 angle errors far inside _EDGE_MARGIN
 MAX_IMAGE_SIZE = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class HogParams(Params):
+    orientations: int = 9
+    pixels_per_cell: int = 0  # 0: auto, image_size // 4 (8 at CIFAR-10's 32x32)
+    cells_per_block: int = 2
+    transform_sqrt: bool = True
+    image_size: int = 0  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
+
+    def validate(self) -> None:
+        self.require_range("pixels_per_cell", 0)
+        self.require_range("cells_per_block", 1)
+        self.require_range("orientations", 1, MAX_ORIENTATIONS)
 
 
 @register("hog")
@@ -46,38 +62,31 @@ class HogExtractor(Extractor):
     # another photo of the same kind (P@10 0.22 against 0.43 with 32-pixel cells, Corel-1000).
     photo_side = 128
     cells_per_side = 4  # of an auto pixels_per_cell
-    defaults = {
-        "orientations": 9,
-        "pixels_per_cell": 0,  # 0: auto, image_size // 4 (8 at CIFAR-10's 32x32)
-        "cells_per_block": 2,
-        "transform_sqrt": True,
-        "image_size": 0,  # 0: auto, settled once (32 for CIFAR-10-sized images, else photo_side)
-    }
+    params_type = HogParams
+    config: HogParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._check_range("pixels_per_cell", 0)
-        self._check_range("cells_per_block", 1)
-        self._check_range("orientations", 1, MAX_ORIENTATIONS)
-        if self.params["image_size"]:
+        if self.config.image_size:
             self._image_size_settled()
 
     def _image_size_settled(self) -> None:
-        p = self.params
         self._check_range("image_size", 1, MAX_IMAGE_SIZE)
-        if not p["pixels_per_cell"]:  # settled with the size, and recorded with it
-            if p["image_size"] < 4 * self.cells_per_side:  # below that, not 4x4 whole cells
+        size = self.config.image_size
+        if not self.config.pixels_per_cell:  # settled with the size, and recorded with it
+            if size < 4 * self.cells_per_side:  # below that, not 4x4 whole cells
                 raise CbirError(
-                    f"extractor 'hog': {p['image_size']}x{p['image_size']} images are too "
+                    f"extractor 'hog': {size}x{size} images are too "
                     "small for automatic cells; set pixels_per_cell"
                 )
-            p["pixels_per_cell"] = p["image_size"] // self.cells_per_side
-        block = p["pixels_per_cell"] * p["cells_per_block"]
-        if block > p["image_size"]:  # the image must hold at least one whole block
+            self._update(pixels_per_cell=size // self.cells_per_side)
+        p = self.config
+        block = p.pixels_per_cell * p.cells_per_block
+        if block > size:  # the image must hold at least one whole block
             raise CbirError(
-                f"extractor 'hog': a block of {p['cells_per_block']}x{p['cells_per_block']} "
-                f"cells of {p['pixels_per_cell']} pixels does not fit in "
-                f"{p['image_size']}x{p['image_size']} images; set a larger image_size"
+                f"extractor 'hog': a block of {p.cells_per_block}x{p.cells_per_block} "
+                f"cells of {p.pixels_per_cell} pixels does not fit in "
+                f"{size}x{size} images; set a larger image_size"
             )
 
     @property
@@ -86,15 +95,15 @@ class HogExtractor(Extractor):
 
     @property
     def n_cells(self) -> int:
-        p = self.params
-        if not p["image_size"] and not p["pixels_per_cell"]:
+        p = self.config
+        if not p.image_size and not p.pixels_per_cell:
             return self.cells_per_side  # auto cells: as many at any size, nothing to settle
-        return self.image_side // p["pixels_per_cell"]  # settled with image_side
+        return self.image_side // self.config.pixels_per_cell  # settled with image_side
 
     @property
     def dim(self) -> int:
-        blocks = self.n_cells - self.params["cells_per_block"] + 1
-        return blocks**2 * self.params["cells_per_block"] ** 2 * self.params["orientations"]
+        blocks = self.n_cells - self.config.cells_per_block + 1
+        return blocks**2 * self.config.cells_per_block**2 * self.config.orientations
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         # ~0.5 M pixels per chunk: 1.7x faster than one pass over 10,000 CIFAR images
@@ -102,12 +111,11 @@ class HogExtractor(Extractor):
 
     def _extract_chunk(self, images: np.ndarray) -> np.ndarray:
         gray = to_gray(images)
-        if self.params["transform_sqrt"]:
+        p = self.config
+        if p.transform_sqrt:
             gray = np.sqrt(gray)
-        cells = cell_histograms(
-            gray, self.params["pixels_per_cell"], self.n_cells, self.params["orientations"]
-        )
-        return normalise_blocks(cells, self.params["cells_per_block"]).reshape(len(images), -1)
+        cells = cell_histograms(gray, p.pixels_per_cell, self.n_cells, p.orientations)
+        return normalise_blocks(cells, p.cells_per_block).reshape(len(images), -1)
 
 
 def gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ def cnn(tiny_checkpoint: Path):
 def test_registered_lazily() -> None:
     assert "cnn" in available()
     params = get_extractor("cnn").params  # no model is loaded to list parameters
-    assert params["class_fusion"] is False and params["weights"] == ""
+    assert params["class_fusion"] is False and params["weights"] is None
 
 
 def test_unit_embeddings_of_the_penultimate_layer(cnn, tiny_data) -> None:

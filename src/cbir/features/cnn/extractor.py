@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from cbir.errors import CbirError
 from cbir.features import register
 from cbir.features.base import Extractor, ImageBatches, check_image_batch
 from cbir.features.cnn.feature_pca import FeaturePca
+from cbir.features.params import NetworkKnobs, Params, none_was
 from cbir.index.base import l2_normalise
 from cbir.progress import progress_bar
 
@@ -37,69 +39,82 @@ NORMALISATION_NAMES = ("cifar", "imagenet", "lite")
 STATE_FILE = "cnn_state.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class CnnParams(Params):
+    # None: the committed default; or a `cbir train` folder or a model file
+    weights: str | None = none_was("")
+    # for a bare .safetensors state dict: airbench, lenet, mlp, torchvision:NAME
+    arch: str | None = none_was("")
+    # module whose output is the embedding (forward hook); None: the penultimate
+    layer: str | None = none_was("")
+    image_size: int = 32  # input side for the network (ImageNet models want 224)
+    normalisation: str = "cifar"  # channel statistics: cifar, imagenet or lite (TF-Lite models)
+    pca: int = 0  # components kept (0 = no PCA), fitted on the index images
+    class_fusion: bool = False
+    fusion_weight: float = 1.0
+    tta: int = 0  # test-time augmentation: 0 none, 1 flip, 2 flip + translate
+    query_tta: int | None = none_was(-1)  # the same for query images only; None: as `tta`
+    # extra networks that vote on the predicted class (class fusion only), a list or "a,b":
+    # `cbir train` folders or model files taking the same input (image_size, normalisation)
+    # as `weights`; `wide`, `wide-seed1` = the committed wide classifiers
+    classifiers: tuple[str, ...] = ()
+    bf16: bool = True
+
+    def validate(self) -> None:
+        self.require_range("image_size", 8)
+        self.require_range("pca", 0)
+        self.require_range("fusion_weight", 0.0)
+        self.require_range("tta", 0, 2)
+        if self.query_tta is not None:
+            self.require_range("query_tta", 0, 2)
+        self.require_choice("normalisation", NORMALISATION_NAMES)
+        self.require(
+            not self.classifiers or self.class_fusion, "classifiers",
+            "only votes on the class that class fusion appends: set class_fusion=true as well",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class CnnKnobs(NetworkKnobs):
+    batch_size: int = 512
+
+
 @register("cnn")
 class CnnExtractor(FeaturePca, Extractor):
-    """Embeddings of a CNN; `weights` "" is the default network committed with cbir."""
+    """Embeddings of a CNN; `weights` None is the default network committed with cbir."""
 
     about = "CIFAR-10's ten classes at 32x32 (a CNN trained by cbir), or the network you give"
-
-    defaults = {
-        "weights": "",  # "" = committed default; a `cbir train` folder or a model file
-        "arch": "",  # for a bare .safetensors state dict: airbench, lenet, mlp, torchvision:NAME
-        "layer": "",  # module whose output is the embedding (forward hook); "" = penultimate
-        "image_size": 32,  # input side for the network (ImageNet models want 224)
-        "normalisation": "cifar",  # channel statistics: cifar, imagenet or lite (TF-Lite models)
-        "pca": 0,  # components kept (0 = no PCA), fitted on the index images
-        "class_fusion": False,
-        "fusion_weight": 1.0,
-        "tta": 0,  # test-time augmentation: 0 none, 1 flip, 2 flip + translate
-        "query_tta": -1,  # the same for query images only; -1 = as `tta`
-        # extra networks that vote on the predicted class (class fusion only), comma-separated:
-        # `cbir train` folders or model files taking the same input (image_size,
-        # normalisation) as `weights`; `wide`, `wide-seed1` = the committed wide classifiers
-        "classifiers": "",
-        "batch_size": 512,
-        "threads": 2,
-        "bf16": True,
-    }
+    params_type = CnnParams
+    knobs_type = CnnKnobs
+    config: CnnParams
+    knobs: CnnKnobs
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self._check_range("image_size", 8)
-        self._check_range("pca", 0)
-        self._check_range("fusion_weight", 0.0)
-        self._check_range("tta", 0, 2)
-        self._check_range("query_tta", -1, 2)
-        self._check_range("batch_size", 1)
-        self._check_range("threads", 1)
-        if self.params["normalisation"] not in NORMALISATION_NAMES:
-            raise CbirError(
-                "parameter normalisation of extractor 'cnn' must be one of "
-                f"{', '.join(NORMALISATION_NAMES)}"
-            )
-        if self.params["classifiers"] and not self.params["class_fusion"]:
-            raise CbirError(
-                "parameter classifiers of extractor 'cnn' only votes on the class that class "
-                "fusion appends: set class_fusion=true as well"
-            )
         self._reader: Reader | None = None
         self._committee: list[Reader] = []
         self._embedding_dim: int | None = None
         self._classes: int | None = None
 
     # --- the network, loaded on first use so that listing extractors stays instant -------------
+    def _knobs_changed(self, before: Params) -> None:
+        if self._reader is not None:  # loaded already: its threads from now on
+            import torch
+
+            torch.set_num_threads(self.knobs.threads)
+
     def _load(self) -> None:
         if self._reader is not None:
             return
         import torch
 
-        params = self.params
-        torch.set_num_threads(params["threads"])
-        self._reader = network_reader(params["weights"], params["arch"], params["layer"])
+        params = self.config
+        torch.set_num_threads(self.knobs.threads)
+        self._reader = network_reader(params.weights or "", params.arch or "", params.layer or "")
         self._embedding_dim, self._classes = self._probe(self._reader)
-        if params["class_fusion"] and self._classes is None:
+        if params.class_fusion and self._classes is None:
             raise CbirError("class_fusion needs a model with a classifier output (logits)")
-        for path in classifier_paths(params["classifiers"]):
+        for path in classifier_paths(params.classifiers):
             reader = network_reader(str(path))
             if self._probe(reader)[1] != self._classes:
                 raise CbirError(
@@ -112,7 +127,7 @@ class CnnExtractor(FeaturePca, Extractor):
         """(embedding dimension, classes or None) of a network, from two blank images."""
         from cbir.features.cnn.inference import infer
 
-        side = self.params["image_size"]
+        side = self.config.image_size
         try:
             probe, logits = infer(reader, np.zeros((2, side, side, 3), np.uint8), bf16=False)
         except RuntimeError as error:  # a shape mismatch deep in the network
@@ -126,20 +141,20 @@ class CnnExtractor(FeaturePca, Extractor):
     @property
     def dim(self) -> int:
         self._load()
-        base = self.params["pca"] or self._embedding_dim
-        return base + (self._classes if self.params["class_fusion"] else 0)
+        base = self.config.pca or self._embedding_dim
+        return base + (self._classes if self.config.class_fusion else 0)
 
     @property
     def uses_index_labels(self) -> bool:
         """True when index images must go through `transform_index` with their labels."""
-        return self.params["class_fusion"]
+        return self.config.class_fusion
 
     @property
     def class_names(self) -> list[str] | None:  # type: ignore[override]
         """CIFAR-10's classes for the networks `cbir train` makes (the committed default or a
         training folder); a user's model file names none, so its predicted class is used."""
-        weights = self.params["weights"]
-        if not self.params["class_fusion"] or (weights and not Path(weights).is_dir()):
+        weights = self.config.weights or ""
+        if not self.config.class_fusion or (weights and not Path(weights).is_dir()):
             return None
         from cbir.datasets import CIFAR10_CLASSES
 
@@ -149,12 +164,12 @@ class CnnExtractor(FeaturePca, Extractor):
     @property
     def run_tag(self) -> str:
         """TREC run tag: class-fused runs are told apart from pure-embedding ones."""
-        return "cnn+class_fusion" if self.params["class_fusion"] else "cnn"
+        return "cnn+class_fusion" if self.config.class_fusion else "cnn"
 
     # --- the protocol --------------------------------------------------------------------------
     def fit(self, images: ImageBatches, labels: np.ndarray | None = None) -> CnnExtractor:
         """Fit PCA on the index images' embeddings; nothing about queries is recorded."""
-        if not self.params["pca"]:
+        if not self.config.pca:
             return self
         batches = [images] if isinstance(images, np.ndarray) else images
         embeddings = np.concatenate([self._raw(check_image_batch(b))[0] for b in batches])
@@ -163,15 +178,15 @@ class CnnExtractor(FeaturePca, Extractor):
 
     @property
     def query_tta(self) -> int:
-        return self.params["tta"] if self.params["query_tta"] < 0 else self.params["query_tta"]
+        return self.config.tta if self.config.query_tta is None else self.config.query_tta
 
     @property
     def distinct_queries(self) -> bool:  # type: ignore[override]
-        return self.query_tta != self.params["tta"]
+        return self.query_tta != self.config.tta
 
     def _extract_batch(self, images: np.ndarray) -> np.ndarray:
         """Vectors of images to index; class fusion (when on) uses the predicted class."""
-        return self._predicted_vectors(images, self.params["tta"])
+        return self._predicted_vectors(images, self.config.tta)
 
     def _extract_query_batch(self, images: np.ndarray) -> np.ndarray:
         """Query vectors, under `query_tta`: a query is described once per search, so it can
@@ -180,7 +195,7 @@ class CnnExtractor(FeaturePca, Extractor):
 
     def _predicted_vectors(self, images: np.ndarray, tta: int) -> np.ndarray:
         embeddings, logits = self._raw(images, tta)
-        if not self.params["class_fusion"]:
+        if not self.config.class_fusion:
             return self._finish(embeddings, None)
         return self._finish(embeddings, self._predict(images, logits, tta))
 
@@ -202,10 +217,10 @@ class CnnExtractor(FeaturePca, Extractor):
         labels = np.asarray(labels)
         if len(labels) != len(images):
             raise CbirError(f"{len(images)} images but {len(labels)} labels")
-        if not self.params["class_fusion"]:
+        if not self.config.class_fusion:
             return self.transform(images)
         out = np.empty((len(images), self.dim), np.float32)
-        step = self.params["batch_size"] * 4
+        step = self.knobs.batch_size * 4
         with progress_bar(len(images), "describe index") as bar:
             for start in range(0, len(images), step):
                 chunk = images[start : start + step]
@@ -213,7 +228,7 @@ class CnnExtractor(FeaturePca, Extractor):
                 classes = labels[start : start + step].astype(np.int64)
                 unknown = classes < 0
                 if unknown.any():
-                    tta = self.params["tta"]
+                    tta = self.config.tta
                     classes[unknown] = self._predict(chunk[unknown], logits[unknown], tta)
                 out[start : start + step] = self._finish(embeddings, classes)
                 bar.update(len(classes))
@@ -224,7 +239,7 @@ class CnnExtractor(FeaturePca, Extractor):
         self, images: np.ndarray, tta: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         self._load()
-        return self._infer(self._reader, images, self.params["tta"] if tta is None else tta)
+        return self._infer(self._reader, images, self.config.tta if tta is None else tta)
 
     def _infer(
         self, reader: Reader, images: np.ndarray, tta: int
@@ -232,17 +247,17 @@ class CnnExtractor(FeaturePca, Extractor):
         from cbir.features.cnn.inference import infer
 
         return infer(
-            reader, images, tta=tta, batch_size=self.params["batch_size"],
-            bf16=self.params["bf16"], statistics=self.params["normalisation"],
-            size=self.params["image_size"],
+            reader, images, tta=tta, batch_size=self.knobs.batch_size,
+            bf16=self.config.bf16, statistics=self.config.normalisation,
+            size=self.config.image_size,
         )  # fmt: skip
 
     def _finish(self, embeddings: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
         embeddings = self._project(embeddings)
         vectors = l2_normalise(embeddings)
-        if not self.params["class_fusion"]:
+        if not self.config.class_fusion:
             return vectors
-        weight = self.params["fusion_weight"]
+        weight = self.config.fusion_weight
         onehot = np.zeros((len(vectors), self._classes), np.float32)
         onehot[np.arange(len(vectors)), classes] = weight
         return np.hstack([vectors, onehot]) / np.float32(np.sqrt(1.0 + weight**2))
@@ -251,7 +266,7 @@ class CnnExtractor(FeaturePca, Extractor):
     def _save_state(self, folder: Path) -> None:
         # The weights' checksum pins the network: a collection must not silently change meaning
         # when the default weights are retrained.
-        state = {"weights_sha256": weights_checksum(self.params["weights"]),
+        state = {"weights_sha256": weights_checksum(self.config.weights or ""),
                  "classifiers_sha256": self._classifier_checksums()}  # fmt: skip
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
         self._save_pca(folder)
@@ -260,7 +275,7 @@ class CnnExtractor(FeaturePca, Extractor):
         state_path = folder / STATE_FILE
         if state_path.is_file():
             state = json.loads(state_path.read_text())
-            if state["weights_sha256"] != weights_checksum(self.params["weights"]):
+            if state["weights_sha256"] != weights_checksum(self.config.weights or ""):
                 raise CbirError(
                     f"the CNN weights changed since this collection was built ({folder}); "
                     "re-index it or point weights= at the original model"
@@ -273,7 +288,7 @@ class CnnExtractor(FeaturePca, Extractor):
         self._load_pca(folder)
 
     def _classifier_checksums(self) -> list[str]:
-        return [weights_checksum(str(p)) for p in classifier_paths(self.params["classifiers"])]
+        return [weights_checksum(str(p)) for p in classifier_paths(self.config.classifiers)]
 
 
 def network_reader(weights: str, arch: str = "", layer: str = "") -> Reader:
@@ -291,12 +306,13 @@ def network_reader(weights: str, arch: str = "", layer: str = "") -> Reader:
     return make_reader(model, layer)
 
 
-def classifier_paths(spec: str) -> list[Path]:
-    """The networks a `classifiers` parameter names, in order: committed ones by name (`wide`,
-    `wide-seed1`), any other as a path."""
+def classifier_paths(spec: str | tuple[str, ...]) -> list[Path]:
+    """The networks a `classifiers` parameter names ("a,b" or a list), in order: committed ones
+    by name (`wide`, `wide-seed1`), any other as a path."""
     from cbir.features.cnn.models import COMMITTED_CLASSIFIERS
 
-    names = [name.strip() for name in spec.split(",") if name.strip()]
+    names = [name.strip() for name in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [name for name in names if name]
     return [COMMITTED_CLASSIFIERS.get(name) or Path(name).expanduser() for name in names]
 
 

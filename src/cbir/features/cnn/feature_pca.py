@@ -35,19 +35,19 @@ class FeaturePca:
 
     @property
     def needs_fit(self) -> bool:
-        return self.params["pca"] > 0
+        return self.config.pca > 0
 
     @property
     def input_size(self) -> tuple[int, int]:
-        side = self.params["image_size"]
+        side = self.config.image_size
         return (side, side)
 
     def _fit_pca(self, embeddings: np.ndarray) -> None:
-        self.pca_mean_, self.pca_components_ = fit_pca(embeddings, self.params["pca"])
+        self.pca_mean_, self.pca_components_ = fit_pca(embeddings, self.config.pca)
 
     def _project(self, embeddings: np.ndarray) -> np.ndarray:
         """The features through the fitted PCA (unchanged without `pca`)."""
-        if not self.params["pca"]:
+        if not self.config.pca:
             return embeddings
         if self.pca_components_ is None:
             raise CbirError(f"extractor {self.name!r} with pca > 0 must be fitted before transform")
