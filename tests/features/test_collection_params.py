@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from cbir.cli import main
-from cbir.collection import EXTRACTOR_DIR, MANIFEST, extractor_checksums
+from cbir.manifest import EXTRACTOR_DIR, MANIFEST, extractor_checksums
 
 
 def as_written_before_typed_parameters(collection: Path) -> None:
