@@ -67,7 +67,7 @@ class BackendSync:
         removed (they are removed from the server directly instead of comparing id lists).
         The caller holds the writer lock."""
         report = SyncReport()
-        seq, seen_deletions, changed_at = self._recorded()
+        seq, seen_deletions, changed_at = recorded_sync(self.db, self.location)
         with self.db.snapshot() as conn:
             deletions = read_state(conn)[1]
             if seen_deletions is not None and deletions == seen_deletions + 1 and deleted:
@@ -98,16 +98,6 @@ class BackendSync:
             log.info("synced %s: %s", self.location, report)
         return report
 
-    def _recorded(self) -> tuple[int, int | None, float | None]:
-        """(seq sent up to, deletion counter seen, when it last changed anything); (0, None,
-        None) for a location never synced."""
-        with self.db.snapshot() as conn:
-            row = conn.execute(
-                "SELECT seq, deletions, changed_at FROM backend_sync WHERE location = ?",
-                (self.location,),
-            ).fetchone()
-        return (row[0], row[1], row[2]) if row else (0, None, None)
-
     def _compare_ids(self, conn, report: SyncReport) -> None:
         """Make the server hold exactly the database's ids (vectors sent before are right:
         a replaced image's new row is always sent after its old id was removed)."""
@@ -123,14 +113,22 @@ class BackendSync:
             report.sent += len(ids)
 
 
-def last_server_change(db: Database, location: str) -> float | None:
-    """When a sync last sent or removed anything at `location` (unix time), or None when
-    unknown (never synced, or synced only by a cbir that did not record it)."""
+def recorded_sync(db: Database, location: str) -> tuple[int, int | None, float | None]:
+    """(seq sent up to, deletion counter seen, when a sync last sent or removed anything, unix
+    time) at `location`; (0, None, None) for a location never synced, and a None time where
+    a cbir that did not record it synced last."""
     with db.snapshot() as conn:
         try:
             row = conn.execute(
-                "SELECT changed_at FROM backend_sync WHERE location = ?", (location,)
+                "SELECT seq, deletions, changed_at FROM backend_sync WHERE location = ?",
+                (location,),
             ).fetchone()
-        except sqlite3.OperationalError:  # no such table or column yet
-            return None
-    return row[0] if row else None
+        except sqlite3.OperationalError:  # a reader of a database made before that column
+            return 0, None, None
+    return (row[0], row[1], row[2]) if row else (0, None, None)
+
+
+def last_server_change(db: Database, location: str) -> float | None:
+    """When a sync last sent or removed anything at `location` (unix time), or None when
+    unknown."""
+    return recorded_sync(db, location)[2]

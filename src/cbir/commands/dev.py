@@ -20,8 +20,8 @@ def add_parser(commands) -> None:
     for cls in backends():
         if cls.dev_server is None:
             continue
-        server = importlib.import_module(cls.dev_server)  # the standard library only
-        parser = engines.add_parser(cls.name, help=f"a local {server.NAME} server")
+        # the server module is imported only when run: building the parser stays light
+        parser = engines.add_parser(cls.name, help=f"a local {cls.name} server")
         parser.add_argument("action", choices=["start", "stop", "status"])
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for it")
         parser.add_argument("--port", type=int, default=None, help="client port (default: free)")

@@ -142,8 +142,10 @@ def check_same_extractor(collection, name: str | None, params: dict) -> None:
     if params:
         # Only what was asked is compared: fitting may have set others (bovw's classes).
         # Runtime knobs (batch_size, threads) are not compared: they never change the vectors.
-        asked = get_extractor(have["name"], **params)
-        wanted, built = asked.get_params(), asked.comparable_params(have["params"])
+        # `built`: the collection's own extractor, already checked against its manifest and
+        # read as today's parameters (an earlier manifest's form and image size included)
+        wanted = get_extractor(have["name"], **params).get_params()
+        built = collection.extractor.get_params()
         differ = {key: wanted[key] for key in params if key in wanted
                   and wanted[key] != built.get(key)}  # fmt: skip
         if differ:

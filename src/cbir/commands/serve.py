@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from pathlib import Path
 
 from cbir.commands import add_backend_arguments
@@ -22,6 +23,12 @@ RECV_BYTES = 256 * 1024
 # more in hand-off than it saves: on 2 busy cores, 50,000 x 256, one thread halved p50 and p99
 # (benchmarks/search_latency.py).
 BLAS_THREADS = 1
+# How long a thread holding the GIL runs before one that waits gets it. Request threads drop
+# the GIL many times a request (socket, SQLite, NumPy) and wait for it again each time; at
+# CPython's 5 ms, 16 busy threads made each such wait up to 5 ms. At 1 ms, 16 readers on 2
+# cores searched with a p99 of 76 ms instead of 113 in one side-by-side run
+# (benchmarks/load_search_api.py --baseline).
+GIL_SWITCH_S = 0.001
 
 
 def add_parser(commands) -> None:
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CbirError("--threads must be at least 1")
     threadpool_limits(limits=BLAS_THREADS, user_api="blas")  # for the life of the process
+    sys.setswitchinterval(GIL_SWITCH_S)  # the same: a setting of the serving process
     config = WebConfig.from_env(
         args.collection, dict(args.backend_option), host=args.host,
         allowed_hosts=tuple(args.allowed_host), allow_writes=args.allow_writes,

@@ -327,6 +327,8 @@ class ReferenceBovwParams(FusionParams):
 
     def validate(self) -> None:
         super().validate()
+        # no photo size to settle an auto 0 to: a size of its own, always
+        self.require_range("image_size", 16, MAX_IMAGE_SIZE)
         self.require_choice("descriptor", ("sift", "orb"), "must be sift or orb")
         self.require_range("vocabulary_size", 2)
         self.require_range("orb_upscale", 1)

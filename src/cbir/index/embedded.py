@@ -137,10 +137,9 @@ class ExactIndex(Backend):
         self._position.update((id_, self._count + i) for i, id_ in enumerate(ids))
         self._ids.extend(ids)
         self._count += len(ids)
-        hashes = self._row_hashes
         self._invalidate()
-        if hashes is not None:
-            self._row_hashes = np.concatenate([hashes, row_hashes(vectors)])
+        if self._row_hashes is not None:
+            self._row_hashes = np.concatenate([self._row_hashes, row_hashes(vectors)])
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove the given ids (unknown ones are ignored); returns how many were removed."""
@@ -153,10 +152,9 @@ class ExactIndex(Backend):
         self._ids = [id_ for id_, kept in zip(self._ids, keep.tolist(), strict=True) if kept]
         self._position = {id_: i for i, id_ in enumerate(self._ids)}
         self._count = len(self._ids)
-        hashes = self._row_hashes
         self._invalidate()
-        if hashes is not None:
-            self._row_hashes = hashes[keep]
+        if self._row_hashes is not None:
+            self._row_hashes = self._row_hashes[keep]
         return len(doomed)
 
     def close(self) -> None:
@@ -174,7 +172,6 @@ class ExactIndex(Backend):
         self._id_array = None
         self._rank = None
         self._duplicates = None
-        self._row_hashes = None
 
     # --- search ------------------------------------------------------------------------------
     def scores(self, queries: np.ndarray) -> np.ndarray:

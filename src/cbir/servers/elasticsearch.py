@@ -216,9 +216,7 @@ def recorded() -> RunningNode | None:
 
 
 def start_recorded(timeout: float = START_TIMEOUT, port: int | None = None) -> RunningNode:
-    return recorded_server.start(
-        "elasticsearch", lambda node: node.url, lambda: start(timeout, port), recorded
-    )
+    return recorded_server.start("elasticsearch", lambda: start(timeout, port), recorded)
 
 
 def stop_recorded() -> RunningNode | None:

@@ -139,9 +139,7 @@ def recorded() -> RunningServer | None:
 
 
 def start_recorded(timeout: float = START_TIMEOUT, port: int | None = None) -> RunningServer:
-    return recorded_server.start(
-        "milvus", lambda server: server.uri, lambda: start(timeout, port), recorded
-    )
+    return recorded_server.start("milvus", lambda: start(timeout, port), recorded)
 
 
 def stop_recorded() -> RunningServer | None:

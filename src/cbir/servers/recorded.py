@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from cbir.servers import cache_dir
 
@@ -18,6 +18,9 @@ from cbir.servers import cache_dir
 class RunningServer(Protocol):
     pid: int
     folder: Path
+
+    @property
+    def address(self) -> str: ...
 
     def stop(self) -> None: ...
 
@@ -43,14 +46,13 @@ def recorded(engine: str, marker: Path, make: Callable[[int, str, Path], T]) -> 
     return make(pid, address, folder)
 
 
-def start(engine: str, address_of: Callable[[Any], str], launch: Callable[[], T],
-          find: Callable[[], T | None]) -> T:  # fmt: skip
+def start(engine: str, launch: Callable[[], T], find: Callable[[], T | None]) -> T:
     """The recorded server when one runs, else a new one (recorded)."""
     running = find()
     if running is not None:
         return running
     server = launch()
-    state = {"pid": server.pid, "address": address_of(server), "folder": str(server.folder)}
+    state = {"pid": server.pid, "address": server.address, "folder": str(server.folder)}
     state_file(engine).parent.mkdir(parents=True, exist_ok=True)
     state_file(engine).write_text(json.dumps(state))
     return server

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,12 +30,6 @@ from cbir.web.inputs import DEFAULT_K, MAX_K
 from cbir.web.service import EXTENSION_KEY, SearchService
 
 MIB = 2**20
-# How long a thread holding the GIL runs before one that waits gets it. Request threads drop
-# the GIL many times a request (socket, SQLite, NumPy) and wait for it again each time; at
-# CPython's 5 ms, 16 busy threads made each such wait up to 5 ms. At 1 ms, 16 readers on 2
-# cores searched with a p99 of 76 ms instead of 113 in one side-by-side run
-# (benchmarks/load_search_api.py --baseline).
-GIL_SWITCH_S = 0.001
 K_OPTIONS = (5, 10, 20, 50, 100)
 
 # No inline script or style, no plugins, no framing; previews of uploads are data: URIs.
@@ -128,7 +121,6 @@ class InMemoryRequest(Request):
 
 
 def create_app(config: WebConfig) -> Flask:
-    sys.setswitchinterval(GIL_SWITCH_S)
     writes = WritePolicy.decide(config.host, config.allow_writes, config.write_token)
     app = Flask(__name__)
     app.request_class = InMemoryRequest

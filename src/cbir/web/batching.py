@@ -41,8 +41,8 @@ SHALLOW_DEPTH = 128  # batches of first pages never carry a deeper page
 class _Ask:
     vector: np.ndarray  # (1, dim)
     depth: int
+    # set when the answer is in, or when this search is to run the next batch (no answer yet)
     ready: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False  # set (under the batcher's lock) when this search runs the next batch
     hits: list[Hit] | None = None
     timing: Any = None  # a server backend's account of the batch's requests, when it has one
     error: BaseException | None = None
@@ -70,10 +70,8 @@ class SearchBatcher:
         ask = _Ask(vector, depth)
         with self._lock:
             self._queued.append(ask)
-            if not self._running:
-                self._running = True
-                ask.lead = True
-        if not ask.lead:
+            leads, self._running = not self._running, True
+        if not leads:
             ask.ready.wait()  # the answer is in, or this search leads the next batch
         if ask.hits is None and ask.error is None:
             self._lead()
@@ -90,9 +88,7 @@ class SearchBatcher:
         finally:
             with self._lock:
                 if self._queued:
-                    successor = self._queued[0]
-                    successor.lead = True
-                    successor.ready.set()
+                    self._queued[0].ready.set()  # the oldest waiting search leads next
                 else:
                     self._running = False
 

@@ -28,14 +28,7 @@ from cbir.features.cnn.checkpoint import (
 )
 from cbir.features.cnn.efficientnet_lite import IMAGENET_CLASSES, EfficientNetLite0
 from cbir.features.cnn.networks import ARCHITECTURES, EmbeddingNet, build_network
-
-# The packaged weights are located without torch (features/lite_onnx.py); re-exported here.
-from cbir.features.lite_onnx import (  # noqa: F401
-    LITE0_FILE,
-    LITE0_PACKAGE,
-    pretrained_lite0_file,
-    weights_path,
-)
+from cbir.features.lite_onnx import weights_path  # found without torch, for lite_onnx too
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights"
 # Pretrained networks we implement, by the arch name a state dict of theirs is given with.
