@@ -189,3 +189,14 @@ def test_bovw_bad_sizes_are_clear_errors():
         get_extractor("bovw", image_size=1024)
     with pytest.raises(CbirError, match="too few for 2 pyramid levels"):
         get_extractor("bovw", image_size=16, stride=12)
+
+
+def test_bovw_reference_refuses_an_auto_image_size():
+    """Only `bovw` settles an image_size of 0 ("auto") to its photo size; the reference
+    pipeline has none, and would otherwise expect 0x0 images."""
+    from cbir.errors import CbirError
+    from cbir.features import get_extractor
+
+    with pytest.raises(CbirError, match="image_size"):
+        get_extractor("bovw-reference", image_size=0)
+    assert get_extractor("bovw", image_size=0).params["image_size"] == 0
