@@ -1,5 +1,6 @@
 import json
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -112,6 +113,41 @@ def test_refresh_picks_up_adds_from_another_writer(collection, folder):
     assert reader.refresh() is True
     assert reader.search_vectors(random_vectors(1, seed=9), k=1)[0][0].id == "img-0"
     assert sorted(reader.index.ids()) == sorted(collection.known_ids())
+    reader.close()
+
+
+def test_a_reader_started_from_another_catches_up_from_its_copy(collection, folder):
+    """A server's second snapshot starts from a copy of the first's index (no reload from the
+    database) and catches up with later commits, adds and deletes alike, on its own."""
+    collection.add(records(4), random_vectors(4))
+    first = Collection.open(folder, read_only=True)
+    assert len(first.index) == 4
+    collection.add(records(2, start=4), random_vectors(2, seed=1))
+    collection.delete(["img-0"])
+    second = Collection.open(folder, read_only=True)
+    second.start_from(first)
+    assert sorted(second.index.ids()) == sorted(first.index.ids())  # the copy, as first was
+    assert second.refresh() is True
+    assert sorted(second.index.ids()) == sorted(collection.known_ids())
+    assert len(first.index) == 4  # the original is untouched
+    queries = random_vectors(3, seed=1)
+    with Collection.open(folder, read_only=True) as fresh:
+        assert second.search_vectors(queries, k=5) == fresh.search_vectors(queries, k=5)
+    first.close()
+    second.close()
+
+
+def test_a_readers_lookups_never_wait_for_its_search_mutex(collection, folder):
+    """A read-only collection reads rows through each thread's own connection: a lookup
+    goes through while a search holds the collection's mutex."""
+    collection.add(records(2), random_vectors(2))
+    reader = Collection.open(folder, read_only=True)
+    found: list = []
+    with reader._store.mutex:  # as a search's pass over the index holds it
+        thread = threading.Thread(target=lambda: found.append(reader.get("img-1")))
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive() and found[0].id == "img-1"
     reader.close()
 
 

@@ -185,6 +185,10 @@ class Collection:
     def refresh(self) -> bool:
         return self._live.refresh()
 
+    def start_from(self, other: Collection) -> None:
+        """Search a copy of `other`'s loaded index (same folder), see LiveIndex.start_from."""
+        self._live.start_from(other._live)
+
     def sync_server_index(self) -> SyncReport:
         return self._live.sync_server_index()
 
@@ -201,6 +205,9 @@ class Collection:
 
     def delete(self, ids: Iterable[str]) -> int:
         return self._store.delete(ids)
+
+    def check_not_busy(self) -> None:
+        self._store.check_not_busy()
 
     def __len__(self) -> int:
         return len(self._store)

@@ -181,6 +181,15 @@ class CollectionStore:
                 self.lock.release()
 
     # --- writing -----------------------------------------------------------------------------
+    def check_not_busy(self) -> None:
+        """CollectionBusyError now, without waiting, when another process holds the writer
+        lock: a caller with costly work to do before a write (describing an upload) asks
+        first. The write itself takes the lock again."""
+        if self.lock is None:
+            raise CollectionError(f"{self.folder} was opened read-only")
+        with self.lock.hold(0):
+            pass
+
     def add(
         self,
         records: Sequence[ImageRecord],
@@ -259,6 +268,13 @@ class CollectionStore:
     # --- reading -----------------------------------------------------------------------------
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction. A read-only store reads through the calling thread's own
+        connection, so a read never waits for the mutex (which a search holds for its whole
+        pass over the index); a writer's reads see its own transaction."""
+        if self.db.read_only:
+            with self.db.thread_snapshot() as conn:
+                yield conn
+            return
         with self.mutex, self.db.snapshot() as conn:
             yield conn
 

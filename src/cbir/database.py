@@ -16,6 +16,7 @@ several vectors or PNG thumbnails each (at 4 KiB a 2.3 KB thumbnail wastes half 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,15 +54,18 @@ INSERT OR IGNORE INTO state VALUES ('generation', 0), ('deletions', 0);
 
 class Database:
     """One connection, in autocommit mode: every read or write goes through `snapshot` or
-    `transaction`, which open and close the transaction explicitly."""
+    `transaction`, which open and close the transaction explicitly. A read-only database
+    also gives each thread a connection of its own (`thread_snapshot`)."""
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._thread = threading.local()
+        self._thread_conns: list[sqlite3.Connection] = []
+        self._thread_conns_lock = threading.Lock()
         try:
             if read_only:  # a reader can never write, and needs no write access to the file
-                uri = self.path.resolve().as_uri() + "?mode=ro"
-                self.conn = _connect(uri, uri=True)
+                self.conn = self._connect_reader()
             else:
                 self.conn = _connect(str(self.path))
                 self.conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # new databases only
@@ -76,8 +80,15 @@ class Database:
                 if statement.strip():
                     conn.execute(statement)
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        return _connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+
     def close(self) -> None:
         self.conn.close()
+        with self._thread_conns_lock:
+            for conn in self._thread_conns:
+                conn.close()
+            self._thread_conns.clear()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -91,6 +102,27 @@ class Database:
             yield self.conn
         finally:
             self.conn.execute("COMMIT")
+
+    @contextmanager
+    def thread_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """`snapshot`, through the calling thread's own connection (read-only databases): a
+        server's request threads read side by side, none queueing for a shared connection."""
+        if not self.read_only:
+            raise CollectionError(f"{self.path}: per-thread connections are for readers only")
+        conn = getattr(self._thread, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect_reader()
+            except sqlite3.Error as error:
+                raise CollectionError(f"cannot open {self.path}: {error}") from None
+            with self._thread_conns_lock:
+                self._thread_conns.append(conn)
+            self._thread.conn = conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self, bump: bool = True) -> Iterator[sqlite3.Connection]:

@@ -79,6 +79,20 @@ class LiveIndex:
             changed, self._generation = generation != self._generation, generation
             return changed
 
+    def start_from(self, other: LiveIndex) -> None:
+        """Hold a copy of `other`'s loaded index (another reader of the same folder) rather
+        than read every vector from the database on first use; `refresh` catches up from
+        the state that copy reflects. A server index (or none loaded yet): nothing to copy."""
+        with other._mutex:
+            if other._index is None or other.keeps_vectors_on_server:
+                return
+            twin = other._index.copy()
+            seqs, last, state = dict(other._seqs), other._last_seq, other._generation
+            deletions = other._deletions
+        with self._mutex:
+            self._index, self._seqs, self._last_seq = twin, seqs, last
+            self._generation, self._deletions = state, deletions
+
     def follow_commit(self, removed: Sequence[str] | None) -> None:
         """Catch up with the store's own commit (the caller holds the mutex and the writer
         lock; `removed`: the ids the commit may have deleted)."""

@@ -312,3 +312,24 @@ def test_ids_lists_what_the_index_holds(make_index) -> None:
     index.add(["a", "b", "c"], np.eye(3, dtype=np.float32))
     index.delete(["b"])
     assert sorted(index.ids()) == ["a", "c"]
+
+
+def test_a_local_index_copy_is_independent_and_searches_alike(make_index) -> None:
+    index = make_index(6)
+    if index.keeps_data:
+        pytest.skip("a server's index is shared, never copied")
+    rng = np.random.default_rng(7)
+    vectors, queries = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(3, 6))
+    ids = [f"v{i:02d}" for i in range(40)]
+    index.add(ids, vectors)
+    twin = index.copy()
+    assert (
+        twin.search(queries.astype(np.float32), 5)[0]
+        == index.search(queries.astype(np.float32), 5)[0]
+    )
+    twin.add(["extra"], queries[:1].astype(np.float32))
+    twin.delete(["v00", "v01"])
+    assert sorted(index.ids()) == ids  # the original is untouched
+    assert index.search(queries[:1].astype(np.float32), 1)[0] != [["extra"]]
+    assert twin.search(queries[:1].astype(np.float32), 1)[0] == [["extra"]]
+    assert "v00" not in twin.ids() and len(twin) == 39

@@ -100,6 +100,19 @@ def test_top_k_equals_brute_force_with_heavy_ties(n: int) -> None:
         assert not np.signbit(values[values == 0]).any()  # -0.0 reported as 0.0
 
 
+@pytest.mark.parametrize("n", [39, 50, 63])
+def test_top_k_of_few_columns_with_a_long_tail(n: int) -> None:
+    # 39 columns, k = 1: groups of 8 leave 4 groups and 7 columns over (it raised once)
+    rng = np.random.default_rng(n)
+    scores = rng.standard_normal((3, n)).astype(np.float32)
+    rank = np.arange(n)
+    for k in (1, 2, 3):
+        positions, values = top_k(scores, k, rank)
+        expected = brute_top_k(scores, k, rank)
+        np.testing.assert_array_equal(positions, expected[0])
+        np.testing.assert_array_equal(values, expected[1])
+
+
 def test_top_k_on_distinct_scores() -> None:
     rng = np.random.default_rng(5)
     scores = rng.standard_normal((4, 5003)).astype(np.float32)
@@ -129,6 +142,25 @@ def test_blocks_and_threads_give_the_same_results(monkeypatch: pytest.MonkeyPatc
     positions, values = brute_top_k(index.scores(queries), 40, rank)
     assert ids == np.array(index.ids())[positions].tolist()
     np.testing.assert_array_equal(scores, values)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_small_batches_scored_by_row_blocks_give_the_same_results(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    # A server's few concurrent queries go through blocks of stored rows on THREADS threads
+    # (`_product`); 500 rows in blocks of 16 leave a ragged tail. Integer data: exact scores.
+    rng = np.random.default_rng(5)
+    index = ExactIndex(8, "ip")
+    index.add([f"d{i}" for i in range(500)], rng.integers(-2, 3, (500, 8)).astype(np.float32))
+    queries = rng.integers(-2, 3, (embedded.SMALL_BATCH + 1, 8)).astype(np.float32)
+    alone = [index.search(query[None], 30) for query in queries]  # one query: one product
+    monkeypatch.setattr(embedded, "ROW_BLOCK", 16)
+    monkeypatch.setattr(embedded, "THREADS", threads)
+    for batch in (queries[:2], queries[:9], queries):  # the last is past SMALL_BATCH
+        ids, scores = index.search(batch, 30)
+        assert ids == [alone[i][0][0] for i in range(len(batch))]
+        np.testing.assert_array_equal(scores, np.concatenate([a[1] for a in alone[: len(batch)]]))
 
 
 def test_find_duplicate_rows() -> None:

@@ -262,6 +262,18 @@ def test_a_write_while_an_indexing_run_holds_the_lock_is_a_generic_503(client, c
     assert client.post("/api/images", data=upload(query_png(seed=9))).status_code == 201
 
 
+def test_a_busy_collection_refuses_a_write_before_decoding_it(client, collection_dir):
+    """While `cbir index` holds the lock, an upload is refused before its bytes are decoded
+    and described: bytes that are no image get the same 503, not a 415 (decoding work the
+    write could never use)."""
+    from cbir.collection import Collection
+
+    with Collection.open(collection_dir, writer=True):
+        busy = client.post("/api/images", data=upload(b"not an image at all"))
+        assert busy.status_code == 503
+    assert client.post("/api/images", data=upload(b"not an image at all")).status_code == 415
+
+
 def test_pages_of_results_follow_one_another(client):
     first = client.get("/api/search?id=img-dark-0&k=5").json
     second = client.get("/api/search?id=img-dark-0&k=5&offset=5").json

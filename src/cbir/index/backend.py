@@ -22,6 +22,7 @@ vocabulary).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import sys
@@ -108,6 +109,13 @@ class Backend:
         """Constructor settings for an index whose stored connection is relative to `folder`
         (a collection's folder, a benchmark's scratch folder). Servers: unchanged."""
         return settings
+
+    def copy(self) -> Any:
+        """An independent copy of an index held in this process, for a server's second
+        snapshot to start from instead of reading every vector from the database again. This
+        default deep-copies; a backend holding what deepcopy cannot copy (faiss) overrides it,
+        and one holding large arrays copies them without the memo's bookkeeping."""
+        return copy.deepcopy(self)
 
     @classmethod
     def upgrade(cls, stored: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,10 @@ class LocalIndex(VectorIndex, Protocol):
     @classmethod
     def load(cls, folder: Path) -> LocalIndex: ...
 
+    def copy(self) -> LocalIndex:
+        """An independent copy (Backend gives every backend one)."""
+        ...
+
 
 @runtime_checkable
 class RemoteIndex(VectorIndex, Protocol):

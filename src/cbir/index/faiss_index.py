@@ -27,6 +27,7 @@ reuses the faiss file instead of writing it again.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import secrets
@@ -187,6 +188,16 @@ class FaissIndex(Backend):
         """Rebuild from the live vectors only: drops tombstones, relabels."""
         if self.tombstones:
             self._rebuild(resolve(self.spec, len(self), self.dim))
+
+    def copy(self) -> FaissIndex:
+        """An independent copy (see Backend.copy): faiss's structure cloned, the id maps
+        copied."""
+        twin = copy.copy(self)
+        twin._use(faiss.clone_index(self._index), self._active)
+        twin._ids = list(self._ids)
+        twin._labels = dict(self._labels)
+        twin._alive = self._alive.copy()
+        return twin
 
     def close(self) -> None:
         """Nothing to release beyond memory, which Python frees with the object."""

@@ -102,8 +102,10 @@ def top_k(
 ) -> tuple[list[str], list[float]] | None:
     """The top k of one query's candidates in the VectorIndex order, or None when the server
     holds more than were fetched (`complete` False) and the k-th score is within `tolerance`
-    (relative) of the worst fetched one: a document left out might tie with the k-th."""
-    hits = order_hits(ids, scores)
+    (relative) of the worst fetched one: a document left out might tie with the k-th.
+    Ordered by the float32 scores returned: a server's score parsed from JSON and one
+    recomputed here may differ past float32's precision, and then tie."""
+    hits = order_hits(ids, (np.asarray(scores, np.float32) + np.float32(0.0)).tolist())
     if not complete and hits:
         kth = hits[min(k, len(hits)) - 1][1]
         worst = hits[-1][1]

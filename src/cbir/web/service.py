@@ -7,9 +7,10 @@ show up within a second or so, without a restart, and no request pays for catchi
 Decoding and describing an upload need no collection at all and run in parallel, within the
 admission budgets (costly images take turns, see `cbir.web.admission`); query vectors are
 remembered by the image's sha256, so "more like this" on a large image decodes it once.
-Searches that arrive together share one pass over the index (`cbir.web.batching`), and the
-one-row lookups (a record by id or sha256, an image's bytes) go through a read-only
-Collection of their own, never queueing behind a search for the snapshot's mutex.
+Searches that arrive together share one pass over the index (`cbir.web.batching`); the
+one-row lookups (a record by id or sha256, an image's bytes) read the database through their
+thread's own connection (a read-only collection's reads take no mutex), never queueing behind
+a search or each other.
 
 Writes never hold up reads: readers share read-only snapshots, writes go through a Collection
 of their own (its own mutex and database connection, opened at the first write), so a write's
@@ -129,16 +130,11 @@ class SearchService:
     def __init__(
         self,
         snapshots: Snapshots,
-        lookups: Collection,
         limits: DecodeLimits,
         policy: AdmissionPolicy | None = None,
         backend_options: dict[str, Any] | None = None,
     ) -> None:
         self.snapshots = snapshots
-        # Records and bytes by id or sha256, from a read-only Collection of their own: a
-        # search holds its snapshot's mutex for the whole pass over the index, and a request
-        # that only needs one row must not queue behind it. (Each read sees the latest commit.)
-        self.lookups = lookups
         self.limits = limits
         self.admission = Admission(policy or AdmissionPolicy(), limits.max_pixels, limits.max_bytes)
         self.vectors = RememberedVectors()
@@ -159,13 +155,7 @@ class SearchService:
         def reader() -> Collection:
             return Collection.open(folder, read_only=True, backend_options=backend_options)
 
-        lookups = reader()
-        try:
-            snapshots = Snapshots(reader)
-        except BaseException:
-            lookups.close()
-            raise
-        return cls(snapshots, lookups, limits, policy, backend_options)
+        return cls(Snapshots(reader), limits, policy, backend_options)
 
     @property
     def collection(self) -> Collection:
@@ -175,7 +165,6 @@ class SearchService:
     def close(self) -> None:
         self.admission.close()
         self.snapshots.close()
-        self.lookups.close()
         with self._writer_lock:
             if self._writer is not None:
                 self._writer.close()
@@ -204,12 +193,12 @@ class SearchService:
     def _upload_query(self, upload: Upload, preview: bool) -> tuple[Query, np.ndarray, str | None]:
         digest = sha256_bytes(upload.data)
         vector, shown = self._describe(upload.data, digest, preview)
-        known = self.lookups.find_sha256(digest)
+        known = self.collection.find_sha256(digest)
         image_id, label = known if known else (None, None)
         return Query("upload", image_id, label, digest, upload.filename), vector, shown
 
     def _indexed_query(self, image_id: str) -> tuple[Query, np.ndarray]:
-        record = self.lookups.get(image_id)
+        record = self.collection.get(image_id)
         if record is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
         query = Query("id", record.id, record.label, record.sha256)
@@ -219,7 +208,7 @@ class SearchService:
         vector = self.vectors.get(record.sha256)
         if vector is not None:
             return query, vector
-        data = self.lookups.image_bytes(image_id)
+        data = self.collection.image_bytes(image_id)
         if data is None:
             raise NotFound(f"the image {image_id!r} is indexed but its file is gone")
         return query, self._describe(data, record.sha256)[0]
@@ -254,8 +243,8 @@ class SearchService:
 
     # --- reading -----------------------------------------------------------------------------
     def image(self, image_id: str) -> StoredImage:
-        record = self.lookups.get(image_id)
-        data = self.lookups.image_bytes(image_id) if record else None
+        record = self.collection.get(image_id)
+        data = self.collection.image_bytes(image_id) if record else None
         if record is None or data is None:
             raise NotFound(f"no indexed image has the id {image_id!r}")
         return StoredImage(data, sniff_mimetype(data), record.sha256)
@@ -265,7 +254,7 @@ class SearchService:
         size = self.collection.extractor.input_size
         stats["input_size"] = list(size) if size else None
         # Images without a label are counted apart: a label may well be the text "None".
-        counts = self.lookups.label_counts()
+        counts = self.collection.label_counts()
         stats["labels"] = {
             label: n for label, n in sorted(counts.items(), key=str) if label is not None
         }
@@ -280,15 +269,17 @@ class SearchService:
         known = self._count
         if known is not None and known[0] == generation:
             return known[1]
-        count = len(self.lookups)  # the snapshot's own count would wait for its searches
+        count = len(collection)
         self._count = (generation, count)
         return count
 
     def examples(self, n: int) -> list[tuple[str, str | None]]:
-        return self.lookups.sample(n)
+        return self.collection.sample(n)
 
     # --- writing (the collection's own writer path: Collection.add / delete) -----------------
     def add(self, upload: Upload, label: str | None, name: str | None) -> ImageRecord:
+        with self._writer_lock:  # while `cbir index` writes: refused before any decoding
+            self._writer_collection().check_not_busy()
         digest = sha256_bytes(upload.data)
         vector = self._describe(upload.data, digest)[0]
         record = ImageRecord(

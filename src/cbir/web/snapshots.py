@@ -6,10 +6,11 @@ whole index (the embedded index's tie-break ranks and duplicate map: 0.35 s to r
 on the collection's mutex. So two read-only Collections take turns: one serves every request,
 untouched; a background thread (at a lower scheduling priority) watches the database's
 generation and, when it moved, catches the other up, warms it with one search, and swaps it
-in, at most once every `every_s` seconds. The second Collection (its own extractor and index
-in memory) is opened only when something first changes. Readers see another process's images
-within about that long; a write made through this server swaps at once (`refresh`), so its
-client reads what it wrote.
+in, at most once every `every_s` seconds. The second Collection is opened only when something
+first changes, with a copy of the first one's index (made in memory: reading every vector from
+the database again, at low priority while requests run, slowed them for a second or two).
+Readers see another process's images within about that long; a write made through this server
+swaps at once (`refresh`), so its client reads what it wrote.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ class Snapshots:
         with self._refreshing:
             if self._watch.generation() == self.current.generation:
                 return
-            standby = self._standby or self._open()
-            self._standby = standby
+            if self._standby is None:
+                self._standby = self._open()
+                # a copy of the index in memory, not a second read of every vector
+                self._standby.start_from(self.current)
+            standby = self._standby
             standby.refresh()
             if standby.generation == self.current.generation:
                 return

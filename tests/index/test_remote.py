@@ -1,0 +1,19 @@
+"""What the server backends share (`cbir.index.remote`): ordering a query's candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cbir.evaluation.trec import write_run
+from cbir.index.remote import top_k
+
+
+def test_scores_equal_in_float32_tie_and_break_by_id(tmp_path) -> None:
+    # Elasticsearch's 0.1 parsed from JSON and a float32 0.1 recomputed here differ as
+    # Python floats but are one float32: they tie, and the tie goes to the higher id.
+    server, recomputed = 0.1, float(np.float32(0.1))
+    assert server != recomputed and np.float32(server) == np.float32(recomputed)
+    ids, scores = top_k(["b", "a", "c"], [server, recomputed, 0.5], k=3, complete=True,
+                        tolerance=1e-6)  # fmt: skip
+    assert ids == ["c", "b", "a"]
+    write_run(tmp_path / "run.txt", ["q"], [ids], np.array([scores], np.float32), tag="t")
