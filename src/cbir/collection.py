@@ -51,7 +51,8 @@ class Hit:
 class Collection:
     """Open with `Collection.open(folder)` or make one with `Collection.create(...)`.
 
-    Thread-safe: one re-entrant mutex (the store's) guards the index and the connection."""
+    Thread-safe: one re-entrant mutex (the store's) guards the index and the shared database
+    connection; a read-only collection reads rows through each thread's own connection."""
 
     def __init__(self, store: CollectionStore, backend_options: dict[str, Any] | None = None):
         """Use `create` or `open`. `backend_options`: connection settings for this run only
