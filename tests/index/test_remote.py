@@ -17,3 +17,14 @@ def test_scores_equal_in_float32_tie_and_break_by_id(tmp_path) -> None:
                         tolerance=1e-6)  # fmt: skip
     assert ids == ["c", "b", "a"]
     write_run(tmp_path / "run.txt", ["q"], [ids], np.array([scores], np.float32), tag="t")
+
+
+def test_the_elasticsearch_client_json_round_trips_floats_exactly() -> None:
+    from cbir.index.elasticsearch_json import serializers
+
+    values = np.random.default_rng(1).standard_normal(256).astype(np.float32).tolist()
+    body = {"query_vector": values, "id": "ü/ß"}
+    for mimetype, serializer in serializers().items():
+        line = serializer.dumps(body if "ndjson" not in mimetype else [body, body])
+        back = serializer.loads(line)
+        assert (back if "ndjson" not in mimetype else back[1]) == body

@@ -105,6 +105,8 @@ class ElasticsearchIndex(TimedSearches, Backend):
     ) -> None:
         import elasticsearch  # optional dependency, imported when the backend is used
 
+        from cbir.index.elasticsearch_json import serializers
+
         dim = check_dim_and_metric(dim, metric)
         if dim > req.MAX_DIMS:
             raise DimensionMismatchError(
@@ -121,8 +123,9 @@ class ElasticsearchIndex(TimedSearches, Backend):
         self.url = url
         self._errors = elasticsearch
         self._client = elasticsearch.Elasticsearch(
-            self.url, request_timeout=timeout, **credentials(api_key, user, password)
-        )
+            self.url, request_timeout=timeout, serializers=serializers(),
+            **credentials(api_key, user, password),
+        )  # fmt: skip
         graph = dict(spec.params) if spec.kind == "hnsw" else None
         self._call(self._ensure_index, req.index_body(self.dim, metric, shards, replicas, graph))
 
