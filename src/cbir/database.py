@@ -97,11 +97,8 @@ class Database:
         if self.conn.in_transaction:
             yield self.conn
             return
-        self.conn.execute("BEGIN")
-        try:
-            yield self.conn
-        finally:
-            self.conn.execute("COMMIT")
+        with _read_transaction(self.conn) as conn:
+            yield conn
 
     @contextmanager
     def thread_snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -118,11 +115,8 @@ class Database:
             with self._thread_conns_lock:
                 self._thread_conns.append(conn)
             self._thread.conn = conn
-        conn.execute("BEGIN")
-        try:
+        with _read_transaction(conn):
             yield conn
-        finally:
-            conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self, bump: bool = True) -> Iterator[sqlite3.Connection]:
@@ -143,6 +137,15 @@ class Database:
 
     def generation(self) -> int:
         return read_state(self.conn)[0]
+
+
+@contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
 
 
 def _connect(target: str, uri: bool = False) -> sqlite3.Connection:

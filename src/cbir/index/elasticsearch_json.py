@@ -20,24 +20,24 @@ from elasticsearch.serializer import (
 )
 
 
-def _dumps(serializer: Any, data: Any) -> bytes:
-    return orjson.dumps(data, default=serializer.default, option=orjson.OPT_SERIALIZE_NUMPY)
+class _Orjson:
+    """json_dumps and json_loads of a client serializer, on orjson."""
 
+    default: Any
 
-class _Json(CompatibilityModeJsonSerializer):
     def json_dumps(self, data: Any) -> bytes:
-        return _dumps(self, data)
+        return orjson.dumps(data, default=self.default, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def json_loads(self, data: bytes) -> Any:
         return orjson.loads(data)
 
 
-class _Ndjson(CompatibilityModeNdjsonSerializer):
-    def json_dumps(self, data: Any) -> bytes:
-        return _dumps(self, data)
+class _Json(_Orjson, CompatibilityModeJsonSerializer):
+    pass
 
-    def json_loads(self, data: bytes) -> Any:
-        return orjson.loads(data)
+
+class _Ndjson(_Orjson, CompatibilityModeNdjsonSerializer):
+    pass
 
 
 def serializers() -> dict[str, Any]:

@@ -307,8 +307,7 @@ def _product(queries: np.ndarray, vectors: np.ndarray, out: np.ndarray) -> np.nd
     # taking the GIL between them (a Python loop would queue for it after every block).
     stacked = vectors[: blocks * ROW_BLOCK].reshape(blocks, ROW_BLOCK, -1)
     stacked_out = by_row[: blocks * ROW_BLOCK].reshape(blocks, ROW_BLOCK, -1)
-    bounds = [blocks * part // THREADS for part in range(THREADS + 1)]
-    spans = [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    spans = _split(blocks, THREADS)
     jobs = [
         _row_pool().submit(np.matmul, stacked[span], transposed, out=stacked_out[span])
         for span in spans[1:]
