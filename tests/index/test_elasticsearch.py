@@ -34,18 +34,22 @@ def test_reference_mapping_and_settings() -> None:
     assert "index_options" not in ip  # flat: Elasticsearch's own m=16, ef_construction=100
 
 
-def test_exact_query_is_the_reference_script_sorted_by_score_then_id() -> None:
+def test_exact_query_scores_the_cosine_plus_one_sorted_by_score_then_id() -> None:
     body = req.exact_search(np.array([1.0, 0.0], np.float32), "cosine", 10)
-    script = body["query"]["script_score"]["script"]
-    assert "cosineSimilarity(params.query_vector, 'features') + 1.0" in script["source"]
+    scored, zero_docs = body["query"]["bool"]["should"]
+    script = scored["script_score"]["script"]
+    assert script["source"] == "dotProduct(params.query_vector, 'features') + 1.0"
+    assert scored["script_score"]["query"] == {"exists": {"field": "features"}}
     assert script["params"]["query_vector"] == [1.0, 0.0]
+    # zero vectors (no `features`) join at the score of a similarity of 0
+    assert zero_docs == {"constant_score": {"filter": req.ZERO_DOCS}}
     assert body["sort"] == [{"_score": "desc"}, {"id": "desc"}]
     zero = req.exact_search(np.zeros(2, np.float32), "cosine", 10)
-    assert zero["query"]["script_score"]["script"]["source"] == req.CONSTANT_SCRIPT
+    assert zero["query"] == {"constant_score": {"filter": {"match_all": {}}, "boost": 1.0}}
 
 
 @pytest.mark.parametrize("mode", ["exact", "knn"])
-def test_answers_are_lean_ids_and_similarities_only(mode: str) -> None:
+def test_answers_are_lean_ids_and_scores_only(mode: str) -> None:
     query = np.array([0.6, 0.8], np.float32)
     body = (
         req.exact_search(query, "cosine", 10)
@@ -53,13 +57,47 @@ def test_answers_are_lean_ids_and_similarities_only(mode: str) -> None:
         else req.knn_search(query, "cosine", 10, 100)
     )
     assert body["_source"] is False and body["stored_fields"] == "_none_"
-    similarity = body["script_fields"]["similarity"]["script"]
-    assert similarity["source"] == req.SIMILARITY_SCRIPT
-    assert similarity["params"]["query_vector"] == query.tolist()
-    # what a filtered response holds: sort values (score, id) and the similarity per hit
-    response = {"hits": {"hits": [{"sort": [1.9, "b"], "fields": {"similarity": [0.9]}}]}}
-    assert req.parse_hits(response) == (["b"], [0.9])
-    assert req.parse_hits({}) == ([], [])  # filter_path drops an empty hits list
+    assert "script_fields" not in body and "docvalue_fields" not in body
+    assert req.FILTER_PATH == [
+        "took", "responses.status", "responses.hits.hits.sort", "responses.error"
+    ]  # fmt: skip
+    # what a filtered response holds: sort values (float32 score, id) per hit
+    sent = [0.95, 0.25] if mode == "knn" else [1.9, 0.5]  # knn: (1 + c) / 2; script: c + 1
+    response = {"hits": {"hits": [{"sort": [sent[0], "b"]}, {"sort": [sent[1], "a"]}]}}
+    ids, scores = req.parse_hits(response, "cosine", knn=mode == "knn")
+    assert ids == ["b", "a"]
+    assert np.allclose(scores, [0.9, -0.5], atol=1e-7)
+    assert req.parse_hits({}, "cosine", knn=False) == ([], [])  # filter_path drops no hits
+
+
+@pytest.mark.parametrize("knn", [False, True])
+def test_server_scores_map_back_to_similarities(knn: bool) -> None:
+    """Each map the server applies, inverted: a similarity in, its float32 score, the
+    similarity back within float32 rounding (and exactly where the map is exact)."""
+    cosines = np.array([-1.0, -0.3, 0.0, 0.25, 0.999999, 1.0], np.float32)
+    score = (1 + cosines.astype(np.float64)) / 2 if knn else cosines.astype(np.float64) + 1
+    back = req.similarities(score.astype(np.float32), "cosine", knn)
+    assert np.allclose(back, cosines, rtol=0, atol=1.2e-7)
+    assert back[2] == 0.0 and back[-1] == 1.0
+    products = np.array([-50.0, -1.0, -1e-3, 0.0, 0.5, 3.0, 1e4], np.float64)
+    mapped = np.where(products >= 0, products + 1, 1 / (1 - products)).astype(np.float32)
+    back = req.similarities(mapped, "ip", knn)
+    assert np.allclose(back, products, rtol=1e-6, atol=1e-7)
+    assert list(np.argsort(back)) == list(np.argsort(products))
+
+
+def test_stored_vectors_of_an_mget_response() -> None:
+    response = {
+        "docs": [
+            {"_id": "a", "found": True, "_source": {"features": [0.5, 0.25]}},
+            {"_id": "z", "found": True, "_source": {}},  # a zero vector: indexed without it
+            {"_id": "gone", "found": False},
+        ]
+    }
+    found = req.vectors(response, dim=2)
+    assert set(found) == {"a", "z"}
+    assert found["a"].dtype == np.float32 and found["a"].tolist() == [0.5, 0.25]
+    assert found["z"].tolist() == [0.0, 0.0]
 
 
 def test_knn_query_takes_num_candidates() -> None:
@@ -128,6 +166,27 @@ def test_index_persists_and_a_wrong_dimension_is_refused(
     again.close()
     with pytest.raises(DimensionMismatchError, match=index_name):
         _open(elasticsearch_url, index_name, dim=8)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("spec", "shards"), [("flat", 2), ("hnsw", 1), ("flat:", 1)])
+def test_a_flat_index_splits_its_scan_over_two_shards_unless_told(
+    elasticsearch_url: str,  # noqa: F811
+    index_name: str,
+    spec: str,
+    shards: int,
+) -> None:
+    import elasticsearch
+
+    told = {"shards": 1} if spec.endswith(":") else {}
+    index = _open(elasticsearch_url, index_name, index=spec.rstrip(":"), **told)
+    settings = elasticsearch.Elasticsearch(elasticsearch_url).indices.get_settings(index=index_name)
+    assert settings[index_name]["settings"]["index"]["number_of_shards"] == str(shards)
+    # ids and exact order hold across shards: the coordinating node merges by (score, id)
+    vectors = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0]], np.float32)
+    index.add(["b", "a", "c", "d"], vectors)
+    assert index.search(np.array([1, 0, 0, 0], np.float32), 4)[0] == [["b", "a", "c", "d"]]
+    index.close()
 
 
 @pytest.mark.server

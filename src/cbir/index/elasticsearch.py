@@ -1,7 +1,8 @@
 """The "elasticsearch" backend: vectors in an Elasticsearch 8.x index (official client).
 
     ElasticsearchIndex(dim, metric="cosine", url="http://127.0.0.1:9200", index_name="cbir",
-                       index="flat", search="", shards=1, replicas=0, batch=256, timeout=30.0)
+                       index="flat", search="", shards=None, replicas=0, batch=256,
+                       timeout=30.0)
 
 Settings resolution (`cbir.index`) fills `url` from $CBIR_ELASTICSEARCH_URL, and the
 credentials from the environment only, never from settings (which collections store):
@@ -12,9 +13,10 @@ every backend shares (`cbir.index.spec`): `index="flat"` ranks exactly, with scr
 every document; `index="hnsw[:M=32,ef_construction=200]"` builds the HNSW graph with those
 parameters and searches it with the approximate `knn` query, `search="ef=128"` giving its
 num_candidates (per shard). Either way queries go `batch` at a time in one `_msearch`
-request, and each hit comes back lean: its id and its exact similarity (computed by the server
-for the returned hits only), ordered here (`cbir.index.remote`), so results follow the
-VectorIndex order exactly. `last_search` tells how the last search went (round trips, their
+request, and each hit comes back lean: its id and the server's float32 score, from which its
+similarity follows; near-tied candidates are rescored exactly from their stored vectors (one
+mget) and all are ordered here (`cbir.index.remote`), so results follow the VectorIndex order
+exactly. `last_search` tells how the last search went (round trips, their
 time, the server's `took`). Adds and deletes refresh the index, so a search right after sees
 them.
 """
@@ -37,6 +39,7 @@ from cbir.index.remote import (
     batches,
     check_batch,
     prepare,
+    rescore_near_ties,
     search_in_rounds,
 )
 from cbir.index.spec import parse_search, parse_spec
@@ -54,9 +57,13 @@ BULK_RETRIES = 3  # with exponential back-off from 1 s
 # run at the same speed, the server's time per query dominating; bodies of ~10 kB per 256-d query
 # stay far below http.max_content_length (100 MB)
 DEFAULT_BATCH = 256
-# the server's scores are floats: candidates within this (relative) of the k-th may be out of
-# order, so the boundary is checked against it
-SCORE_ROUNDING = 1e-5
+# the server's scores are float32 (1.8e-7 from the exact similarity, at most, over 6,250
+# CIFAR-10 gch hits): candidates within this (relative) of another are rescored exactly here
+# from their vectors, and a cut within it of the k-th is fetched again, deeper. 1e-5 would
+# rescore 4.3 candidates a query on CIFAR-10 gch, 1e-6 0.43: a quarter of the client's time
+SCORE_ROUNDING = 1e-6
+FLAT_SHARDS = 2  # a flat index's primary shards, unless set
+VECTOR_CHUNK = 1_000  # ids per mget of near-tied candidates' vectors
 
 
 @register_backend("elasticsearch")
@@ -76,7 +83,8 @@ class ElasticsearchIndex(TimedSearches, Backend):
         Setting("index", str, "flat", "index spec: flat (exact) | "
                 "hnsw[:M=32,ef_construction=200] (knn)"),
         Setting("search", str, "", "search spec: ef=128 (hnsw: knn's num_candidates)"),
-        Setting("shards", int, 1, "primary shards of a new index"),
+        Setting("shards", int, None, "primary shards of a new index (2 for flat, whose "
+                "scan the shards share across cores; 1 for hnsw, one graph to search)"),
         Setting("replicas", int, 0, "replicas of a new index"),
         Setting("batch", int, DEFAULT_BATCH, "queries per _msearch request"),
         Setting("timeout", float, 30.0, "seconds per request"),
@@ -95,7 +103,7 @@ class ElasticsearchIndex(TimedSearches, Backend):
         index_name: str = "cbir",
         index: str = "flat",
         search: str = "",
-        shards: int = 1,
+        shards: int | None = None,
         replicas: int = 0,
         batch: int = DEFAULT_BATCH,
         timeout: float = 30.0,
@@ -127,6 +135,11 @@ class ElasticsearchIndex(TimedSearches, Backend):
             **credentials(api_key, user, password),
         )  # fmt: skip
         graph = dict(spec.params) if spec.kind == "hnsw" else None
+        if shards is None:  # measured (benchmarks/README.md): a flat search is a script scan
+            # of every document, which 2 shards split between 2 cores: one query's server
+            # time 10 -> 6.4 ms at 50,000 CIFAR-10 gch vectors, batches as fast; an hnsw
+            # search would search each shard's graph as deep as one graph, twice the work
+            shards = FLAT_SHARDS if graph is None else 1
         self._call(self._ensure_index, req.index_body(self.dim, metric, shards, replicas, graph))
 
     # --- declaration -------------------------------------------------------------------------
@@ -296,19 +309,21 @@ class ElasticsearchIndex(TimedSearches, Backend):
 
     def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
         timing = self.last_search
+        knn = self.num_candidates is not None
         for part in batches(len(queries), self.batch):
             searches: list[dict[str, Any]] = []
             for query in queries[part]:
                 body = (
-                    req.exact_search(query, self.metric, size)
-                    if self.num_candidates is None
-                    else req.knn_search(query, self.metric, size, self.num_candidates)
+                    req.knn_search(query, self.metric, size, self.num_candidates)
+                    if knn
+                    else req.exact_search(query, self.metric, size)
                 )
                 searches.extend([{"index": self.index_name}, body])
             timing.start()
             response = self._call(self._msearch, searches, len(queries[part]))
             timing.stop(server_s=response.get("took", 0) / 1000)
-            for query, result in zip(queries[part], response["responses"], strict=True):
+            answers = []
+            for result in response["responses"]:
                 error = result.get("error")
                 if error:
                     if error.get("type") == "index_not_found_exception":
@@ -316,8 +331,25 @@ class ElasticsearchIndex(TimedSearches, Backend):
                             f"Elasticsearch index {self.index_name!r} is missing at {self.url}"
                         )
                     raise CbirError(f"Elasticsearch search failed: {error.get('reason', error)}")
+                answers.append(req.parse_hits(result, self.metric, knn))
+            rescore_near_ties(
+                queries[part], answers, self._vectors, SCORE_ROUNDING, req.inexact(self.metric)
+            )
+            for query, (ids, scores) in zip(queries[part], answers, strict=True):
                 # a zero query ties every document at 0: the server's id order is then exact
-                yield (*req.parse_hits(result), not query.any())
+                yield ids, scores, not query.any()
+
+    def _vectors(self, ids: set[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of a few candidates (near-ties), by id; one request per 1,000."""
+        wanted = sorted(ids)
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(wanted), VECTOR_CHUNK):
+            response = self._call(
+                self._client.mget, index=self.index_name,
+                ids=wanted[start : start + VECTOR_CHUNK], source_includes=["features"],
+            )  # fmt: skip
+            found.update(req.vectors(response, self.dim))
+        return found
 
     def _msearch(self, searches: list[dict[str, Any]], count: int) -> Any:
         try:

@@ -1,17 +1,18 @@
 """Elasticsearch request bodies and response parsing, as pure functions (no client, no I/O).
 
 The reference mapping: id, filename, path, label (keywords) and `features`, an indexed
-dense_vector. Cosine collections use `similarity: cosine` and the reference exact query,
-`cosineSimilarity(params.query_vector, 'features') + 1.0` (script scores must not be
-negative); inner-product collections use `max_inner_product` and a positive, monotone map of
-`dotProduct`. Exact searches sort by score, then by `id` descending (keyword order is byte
-order, strcmp's), which is the VectorIndex order. Answers are lean: per hit, its id and
-its exact similarity, never `_source` or the vector.
+dense_vector. Cosine collections use `similarity: cosine` and, for exact searches, the
+reference query's score, the cosine + 1.0 (script scores must not be negative), computed as
+a dot product of unit vectors; inner-product collections use `max_inner_product` and a
+positive, monotone map of `dotProduct`. Exact searches sort by score, then by `id`
+descending (keyword order is byte order, strcmp's), which is the VectorIndex order.
+Answers are lean: per hit, its id and the server's float32 score (its sort values), never
+`_source` or the vector.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,33 +22,21 @@ MAX_RESULT_WINDOW = 10_000  # the default index.max_result_window
 MAX_NUM_CANDIDATES = 10_000  # Elasticsearch 8.12 refuses more knn candidates
 MAX_ID_BYTES = 512  # longer document ids fail the whole bulk request, so they are checked first
 
-COSINE_SCRIPT = (
-    # zero vectors cannot be indexed with cosine similarity: such documents carry no
-    # `features` and score 0, as they do in every other backend
-    "doc['features'].size() == 0 ? 1.0 : cosineSimilarity(params.query_vector, 'features') + 1.0"
-)
+# exact scores: script scores must not be negative, so similarities are mapped, in order,
+# onto positive values (`similarities` maps them back). Vectors are stored unit length for
+# cosine, where the dot product is the cosine: `dotProduct` scores half as fast again as
+# `cosineSimilarity`, which recomputes each document's norm.
+COSINE_SCRIPT = "dotProduct(params.query_vector, 'features') + 1.0"
 IP_SCRIPT = (  # inner products may be negative: a positive map that keeps their order
     "double d = dotProduct(params.query_vector, 'features'); "
     "return d >= 0 ? d + 1.0 : 1.0 / (1.0 - d);"
 )
-CONSTANT_SCRIPT = "1.0"  # a zero query under cosine: every document scores 0
-# the exact similarity of a returned hit, summed in float64 from the stored float32 vector
-# (the same value for identical vectors wherever they are stored); 0 for a zero vector
-SIMILARITY_SCRIPT = (
-    "if (doc['features'].size() == 0) { return 0.0; } "
-    "float[] v = doc['features'].vectorValue; def q = params.query_vector; double s = 0; "
-    "for (int i = 0; i < v.length; ++i) { s += v[i] * (double) q[i]; } return s;"
-)
-# what a lean msearch response keeps: the server's time, each hit's sort values (score, id)
-# and similarity, and any per-search error; `status` keeps one entry per search even when
-# none has a hit
-FILTER_PATH = [
-    "took",
-    "responses.status",
-    "responses.hits.hits.sort",
-    "responses.hits.hits.fields.similarity",
-    "responses.error",
-]
+# zero vectors cannot be indexed with cosine similarity: such documents carry no `features`
+# and join each search through this clause, scored what a similarity of 0 maps to
+ZERO_DOCS = {"bool": {"must_not": {"exists": {"field": "features"}}}}
+# what a lean msearch response keeps: the server's time, each hit's sort values (score, id),
+# and any per-search error; `status` keeps one entry per search even when none has a hit
+FILTER_PATH = ["took", "responses.status", "responses.hits.hits.sort", "responses.error"]
 
 
 def index_body(
@@ -106,15 +95,19 @@ def delete_actions(index: str, ids: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def exact_search(query: np.ndarray, metric: str, size: int) -> dict[str, Any]:
-    if metric == "cosine":
-        source = COSINE_SCRIPT if query.any() else CONSTANT_SCRIPT
-    else:
-        source = IP_SCRIPT
+    """Exact search: script_score over every document with a vector, plus the zero-vector
+    documents through ZERO_DOCS (scored 1.0: a similarity of 0 under either map)."""
+    if metric == "cosine" and not query.any():
+        return everything_at(1.0, size)  # a zero query: every similarity is 0
     script_score = {
-        "query": {"match_all": {}},
-        "script": {"source": source, "params": {"query_vector": query.tolist()}},
+        "query": {"exists": {"field": "features"}},
+        "script": {
+            "source": COSINE_SCRIPT if metric == "cosine" else IP_SCRIPT,
+            "params": {"query_vector": query.tolist()},
+        },
     }
-    return lean({"size": size, "query": {"script_score": script_score}}, query)
+    either = [{"script_score": script_score}, {"constant_score": {"filter": ZERO_DOCS}}]
+    return lean({"size": size, "query": {"bool": {"should": either}}})
 
 
 def knn_search(query: np.ndarray, metric: str, size: int, num_candidates: int) -> dict[str, Any]:
@@ -122,40 +115,74 @@ def knn_search(query: np.ndarray, metric: str, size: int, num_candidates: int) -
     vectors are not in the HNSW graph, so they join through a clause scoring them what knn
     scores a similarity of 0 (0.5 for cosine, 1.0 for max_inner_product)."""
     if metric == "cosine" and not query.any():
-        return exact_search(query, metric, size)  # knn refuses a zero query vector
+        return everything_at(0.5, size)  # knn refuses a zero query vector; all score 0
     knn = {
         "field": "features",
         "query_vector": query.tolist(),
         "num_candidates": min(max(num_candidates, size), MAX_NUM_CANDIDATES),
     }
-    zero_docs = {"bool": {"must_not": {"exists": {"field": "features"}}}}
     boost = 0.5 if metric == "cosine" else 1.0
-    either = [{"knn": knn}, {"constant_score": {"filter": zero_docs, "boost": boost}}]
-    return lean({"size": size, "query": {"bool": {"should": either}}}, query)
+    either = [{"knn": knn}, {"constant_score": {"filter": ZERO_DOCS, "boost": boost}}]
+    return lean({"size": size, "query": {"bool": {"should": either}}})
 
 
-def lean(body: dict[str, Any], query: np.ndarray) -> dict[str, Any]:
-    """A search that answers each hit with its id and exact similarity only: sorted by the
-    server's score, then by `id` descending (the VectorIndex order); no _source, no vectors.
-    The server's score is a float (and, for script_score, offset), so the similarity comes
-    from SIMILARITY_SCRIPT, computed for the returned hits only."""
-    similarity = {
-        "script": {"source": SIMILARITY_SCRIPT, "params": {"query_vector": query.tolist()}}
-    }
+def everything_at(score: float, size: int) -> dict[str, Any]:
+    """Every document at one score: the answer to a zero query, which ties them all."""
+    constant = {"constant_score": {"filter": {"match_all": {}}, "boost": score}}
+    return lean({"size": size, "query": constant})
+
+
+def lean(body: dict[str, Any]) -> dict[str, Any]:
+    """A search that answers each hit with its sort values only: the server's score, then
+    `id` (descending, the VectorIndex order); no _source, no stored fields, no vectors."""
     return {
         **body,
         "sort": [{"_score": "desc"}, {"id": "desc"}],
         "_source": False,
         "stored_fields": "_none_",
-        "script_fields": {"similarity": similarity},
         "track_total_hits": False,
     }
 
 
-def parse_hits(response: dict[str, Any]) -> tuple[list[str], list[float]]:
-    """(ids, exact similarities) of one lean search response (see FILTER_PATH)."""
+def parse_hits(response: dict[str, Any], metric: str, knn: bool) -> tuple[list[str], list[float]]:
+    """(ids, similarities) of one lean search response (see FILTER_PATH)."""
     hits = response.get("hits", {}).get("hits", [])
-    return [hit["sort"][1] for hit in hits], [hit["fields"]["similarity"][0] for hit in hits]
+    scores = np.array([hit["sort"][0] for hit in hits], dtype=np.float32)
+    return [hit["sort"][1] for hit in hits], similarities(scores, metric, knn).tolist()
+
+
+def similarities(scores: np.ndarray, metric: str, knn: bool) -> np.ndarray:
+    """The similarities behind the server's float32 scores: script scores map a cosine c to
+    c + 1; knn scores it (1 + c) / 2; an inner product d, in either, scores d + 1 when
+    d >= 0, else 1 / (1 - d). The inverses of the first two are exact float32 arithmetic,
+    so a similarity is off by the score's own rounding only (at most 1.2e-7 for cosines);
+    near-tie rescoring covers that, and `inexact` marks what the third loses."""
+    if metric == "cosine":
+        return (2 * scores - 1) if knn else (scores - 1)
+    wide = scores.astype(np.float64)
+    safe = np.where(wide > 0, wide, 1.0)  # scores are positive; guards the division only
+    return np.where(wide >= 1, wide - 1, 1 - 1 / safe).astype(np.float32)
+
+
+def inexact(metric: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Which similarities `similarities` recovers only approximately, for rescoring: the
+    negative inner products, scored 1 / (1 - d), whose inverse loses float32 bits."""
+    if metric == "cosine":
+        return None
+    return lambda similarities: similarities < 0
+
+
+def vectors(response: dict[str, Any], dim: int) -> dict[str, np.ndarray]:
+    """id -> stored vector of an mget response (`_source` features only); a document
+    without `features` (a zero vector) is zeros, a missing one is left out."""
+    found = {}
+    for doc in response.get("docs", []):
+        if doc.get("found"):
+            values = doc.get("_source", {}).get("features")
+            found[doc["_id"]] = (
+                np.zeros(dim, np.float32) if values is None else np.asarray(values, np.float32)
+            )
+    return found
 
 
 def bulk_errors(items: Sequence[dict[str, Any]]) -> dict[str, str]:

@@ -8,8 +8,8 @@ here by `order_hits` (score descending, then id descending), so ties break as in
 backend. A server ranks with its own float rounding, so a fetch is known to hold the true top
 k only when the k-th score beats the worst fetched candidate by more than that rounding;
 otherwise the caller fetches again, more. A server whose scores may round identical vectors
-differently (Milvus's batched products) has its near-ties rescored exactly (`near_ties`,
-`exact_scores`) from the vectors of those few candidates only.
+differently, or returns them rounded to float32 (Elasticsearch), has its near-ties rescored
+exactly (`rescore_near_ties`) from the vectors of those few candidates only.
 """
 
 from __future__ import annotations
@@ -159,6 +159,31 @@ def near_ties(scores: Sequence[float], tolerance: float) -> list[int]:
     tied[:-1] |= close
     tied[1:] |= close
     return sorted(order[tied].tolist())
+
+
+def rescore_near_ties(
+    queries: np.ndarray,
+    answers: Sequence[tuple[list[str], list[float]]],
+    vectors_of: Callable[[set[str]], dict[str, np.ndarray]],
+    tolerance: float,
+    inexact: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> None:
+    """Replace, in place, each answer's near-tied scores (`near_ties`), and those `inexact`
+    marks (a mask over a query's scores), by exact similarities computed here from those
+    candidates' stored vectors, fetched with one `vectors_of` call for the whole batch; a
+    candidate it no longer finds (deleted meanwhile) keeps its score."""
+    tied = [near_ties(scores, tolerance) for _, scores in answers]
+    if inexact is not None:
+        tied = [
+            sorted({*js, *np.flatnonzero(inexact(np.asarray(scores))).tolist()})
+            for js, (_, scores) in zip(tied, answers, strict=True)
+        ]
+    vectors = vectors_of({ids[j] for (ids, _), js in zip(answers, tied, strict=True) for j in js})
+    for query, (ids, scores), js in zip(queries, answers, tied, strict=True):
+        found = [j for j in js if ids[j] in vectors]
+        exact = exact_scores(query, [vectors[ids[j]] for j in found])
+        for j, score in zip(found, exact, strict=True):
+            scores[j] = score
 
 
 def exact_scores(query: np.ndarray, vectors: np.ndarray) -> list[float]:
