@@ -28,3 +28,27 @@ def test_the_elasticsearch_client_json_round_trips_floats_exactly() -> None:
         line = serializer.dumps(body if "ndjson" not in mimetype else [body, body])
         back = serializer.loads(line)
         assert (back if "ndjson" not in mimetype else back[1]) == body
+
+
+def test_near_ties_and_inexact_scores_are_rescored_from_the_vectors() -> None:
+    from cbir.index.remote import rescore_near_ties
+
+    query = np.array([0.6, 0.8], np.float32)
+    stored = {
+        "a": np.array([1.0, 0.0], np.float32),  # 0.6
+        "b": np.array([0.0, 1.0], np.float32),  # 0.8
+        "c": np.array([0.6, 0.8], np.float32),  # 1.0
+        "n": np.array([-1.0, 0.0], np.float32),  # -0.6
+    }
+    asked: list[set[str]] = []
+
+    def vectors_of(ids: set[str]) -> dict[str, np.ndarray]:
+        asked.append(ids)
+        return {id_: stored[id_] for id_ in ids if id_ != "gone"}
+
+    # the server's rounding: b and c 2e-7 apart (near-tied), "n" from an inexact map, "gone"
+    # deleted since (it keeps its score), "a" far from all and exact (left alone)
+    answers = [(["c", "b", "a", "n", "gone"], [0.8000002, 0.8, 0.59, -0.59999, -2.0])]
+    rescore_near_ties(query[None], answers, vectors_of, 1e-6, lambda s: s < 0)
+    assert asked == [{"b", "c", "n", "gone"}]  # one request for the whole batch
+    assert answers[0][1] == [1.0, float(np.float32(0.8)), 0.59, float(np.float32(-0.6)), -2.0]

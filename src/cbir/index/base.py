@@ -125,7 +125,10 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 def order_hits(ids: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
     """trec_eval's order: score descending, then id descending."""
-    return sorted(zip(ids, scores, strict=True), key=lambda hit: (hit[1], hit[0]), reverse=True)
+    # (score, id) tuples compare in C: a key function called per hit cost a third as much
+    # again on a server backend's 125 candidates a query
+    ranked = sorted(zip(scores, ids, strict=True), reverse=True)
+    return [(id_, score) for score, id_ in ranked]
 
 
 def check_ids(ids: Sequence[str]) -> list[str]:
