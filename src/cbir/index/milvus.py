@@ -367,64 +367,86 @@ class MilvusIndex(TimedSearches, Backend):
         return present
 
     def _fetch(self, queries: np.ndarray, size: int) -> Iterator[Answer]:
-        timing = self.last_search
         # Strong waits for the server's next time tick (~200 ms): only the first search after
         # this process changed the collection needs it, the others read as Bounded does
         level = "Strong" if self._changed else "Bounded"
-        for part in batches(len(queries), self.batch):
-            timing.start()
-            try:
-                answers = self._search(queries[part], size, level)
-            except (self._errors.MilvusException, _grpc_error()) as error:
-                # refused (over Milvus's nq limit), or not answered within the timeout
-                reason = getattr(error, "message", None) or str(error).splitlines()[0]
-                raise CbirError(
-                    f"Milvus at {self.uri} refused a search of {part.stop - part.start} "
-                    f"queries ({reason}): search in smaller batches, e.g. "
-                    f"--backend-option batch={max(1, min(self.batch, MAX_NQ) // 4)}"
-                ) from error
-            timing.stop()
+        parts = list(batches(len(queries), self.batch))
+        # A server gets the next request while the last one's answers are read and rescored
+        # here, so that it searches while the client works: HNSW on 4,096 CIFAR-10 gch
+        # queries, 1,010-1,147 -> 1,135-1,260 q/s. Not Milvus Lite: its engine is Python in
+        # this process, and the two would share one interpreter lock (169 -> 155 q/s).
+        ahead = self._lite is None
+        sent = self._send(queries[parts[0]], size, level)
+        for i, part in enumerate(parts):
+            answers = self._receive(*sent, count=part.stop - part.start)
+            following = parts[i + 1] if i + 1 < len(parts) else None
+            if following is not None and ahead:
+                sent = self._send(queries[following], size, level)
             self._changed = False  # a Strong search went through: later ones see as much
             rescore_near_ties(
                 queries[part], answers, lambda ids: self._vectors(level, ids), SCORE_ROUNDING
             )
             for ids, scores in answers:
                 yield ids, scores, False
+            if following is not None and not ahead:
+                sent = self._send(queries[following], size, level)
 
-    def _search(
-        self, queries: np.ndarray, size: int, level: str
+    def _send(self, queries: np.ndarray, size: int, level: str) -> tuple[Any, float]:
+        """Send one search request, without waiting: (its pending answer, when it was sent)."""
+        started = self.last_search.start()
+        try:
+            future = self._client.search(
+                self.collection,
+                data=list(queries),
+                limit=size,
+                # ids and scores only; Milvus Lite (3.x) answers `[]` with every field, vectors
+                # included, and took 40% of its search time building them: asked for the id
+                output_fields=["id"] if self._lite else [],
+                search_params=self._params_for(size),
+                consistency_level=level,
+                timeout=self._timeout,
+                _async=True,  # hands back the gRPC call, whose raw answer is read here
+            )
+        except (self._errors.MilvusException, _grpc_error()) as error:
+            raise self._refused(error, len(queries)) from error
+        return future, started
+
+    def _receive(
+        self, future: Any, started: float, count: int
     ) -> list[tuple[list[str], list[float]]]:
-        """One search request: (ids, scores) of each query, read straight from the
+        """A sent search's answer: (ids, scores) of each query, read straight from the
         response's protobuf. pymilvus's own SearchResult builds a dict per hit: 1,024
         queries x 125 hits took ~0.65 s of client CPU, more than the server's HNSW search."""
-        future = self._client.search(
-            self.collection,
-            data=list(queries),
-            limit=size,
-            # ids and scores only; Milvus Lite (3.x) answers `[]` with every field, vectors
-            # included, and took 40% of its search time building them: it is asked for the id
-            output_fields=["id"] if self._lite else [],
-            search_params=self._params_for(size),
-            consistency_level=level,
-            timeout=self._timeout,
-            _async=True,  # hands back the gRPC call, whose raw answer is read here
-        )
-        call = getattr(future, "_future", None)
-        if call is None:  # a pymilvus without it: its own conversion
-            return [(list(hits.ids), list(hits.distances)) for hits in future.result()]
-        response = call.result()  # the request's own deadline (timeout) applies
-        status = response.status
-        if status.code != 0 or status.error_code != 0:
-            raise self._errors.MilvusException(code=status.code, message=status.reason)
+        try:
+            call = getattr(future, "_future", None)
+            if call is None:  # a pymilvus without it: its own conversion
+                answers = [(list(hits.ids), list(hits.distances)) for hits in future.result()]
+                self.last_search.stop(started=started)
+                return answers
+            response = call.result()  # the request's own deadline (timeout) applies
+            status = response.status
+            if status.code != 0 or status.error_code != 0:
+                raise self._errors.MilvusException(code=status.code, message=status.reason)
+        except (self._errors.MilvusException, _grpc_error()) as error:
+            raise self._refused(error, count) from error
+        self.last_search.stop(started=started)
         data = response.results
         ids = list(data.ids.str_id.data)
         scores = list(data.scores)
         answers = []
         start = 0
-        for count in data.topks:
-            answers.append((ids[start : start + count], scores[start : start + count]))
-            start += count
+        for count_ in data.topks:
+            answers.append((ids[start : start + count_], scores[start : start + count_]))
+            start += count_
         return answers
+
+    def _refused(self, error: Exception, count: int) -> CbirError:
+        """A search refused (over Milvus's nq limit), or not answered within the timeout."""
+        reason = getattr(error, "message", None) or str(error).splitlines()[0]
+        return CbirError(
+            f"Milvus at {self.uri} refused a search of {count} queries ({reason}): search in "
+            f"smaller batches, e.g. --backend-option batch={max(1, min(self.batch, MAX_NQ) // 4)}"
+        )
 
     def _vectors(self, level: str, ids: set[str]) -> dict[str, np.ndarray]:
         """Stored vectors of a few candidates (near-ties), by id; one request per 1,000."""

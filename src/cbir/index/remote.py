@@ -37,12 +37,15 @@ class SearchTiming:
     server_s: float | None = None
     _started: float = field(default=0.0, repr=False)
 
-    def start(self) -> None:
+    def start(self) -> float:
+        """Mark a request sent; returns the mark, for a caller with several in flight."""
         self._started = time.perf_counter()
+        return self._started
 
-    def stop(self, server_s: float | None = None) -> None:
+    def stop(self, server_s: float | None = None, started: float | None = None) -> None:
+        """Count a request answered: sent at `started`, else at the last `start`."""
         self.round_trips += 1
-        self.round_trip_s += time.perf_counter() - self._started
+        self.round_trip_s += time.perf_counter() - (self._started if started is None else started)
         if server_s is not None:
             self.server_s = (self.server_s or 0.0) + server_s
 
