@@ -343,10 +343,10 @@ class ElasticsearchIndex(TimedSearches, Backend):
         """Stored vectors of a few candidates (near-ties), by id; one request per 1,000."""
         wanted = sorted(ids)
         found: dict[str, np.ndarray] = {}
-        for start in range(0, len(wanted), VECTOR_CHUNK):
+        for part in batches(len(wanted), VECTOR_CHUNK):
             response = self._call(
-                self._client.mget, index=self.index_name,
-                ids=wanted[start : start + VECTOR_CHUNK], source_includes=["features"],
+                self._client.mget, index=self.index_name, ids=wanted[part],
+                source_includes=["features"],
             )  # fmt: skip
             found.update(req.vectors(response, self.dim))
         return found

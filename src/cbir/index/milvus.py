@@ -376,23 +376,22 @@ class MilvusIndex(TimedSearches, Backend):
         # queries, 1,010-1,147 -> 1,135-1,260 q/s. Not Milvus Lite: its engine is Python in
         # this process, and the two would share one interpreter lock (169 -> 155 q/s).
         ahead = self._lite is None
-        sent = self._send(queries[parts[0]], size, level)
+        sent = None
         for i, part in enumerate(parts):
-            answers = self._receive(*sent, count=part.stop - part.start)
-            following = parts[i + 1] if i + 1 < len(parts) else None
-            if following is not None and ahead:
-                sent = self._send(queries[following], size, level)
+            answers = self._receive(*(sent or self._send(queries[part], size, level)))
+            sent = None
+            if ahead and i + 1 < len(parts):
+                sent = self._send(queries[parts[i + 1]], size, level)
             self._changed = False  # a Strong search went through: later ones see as much
             rescore_near_ties(
                 queries[part], answers, lambda ids: self._vectors(level, ids), SCORE_ROUNDING
             )
             for ids, scores in answers:
                 yield ids, scores, False
-            if following is not None and not ahead:
-                sent = self._send(queries[following], size, level)
 
-    def _send(self, queries: np.ndarray, size: int, level: str) -> tuple[Any, float]:
-        """Send one search request, without waiting: (its pending answer, when it was sent)."""
+    def _send(self, queries: np.ndarray, size: int, level: str) -> tuple[Any, float, int]:
+        """Send one search request, without waiting: (its pending answer, when it was sent,
+        how many queries it holds)."""
         started = self.last_search.start()
         try:
             future = self._client.search(
@@ -409,7 +408,7 @@ class MilvusIndex(TimedSearches, Backend):
             )
         except (self._errors.MilvusException, _grpc_error()) as error:
             raise self._refused(error, len(queries)) from error
-        return future, started
+        return future, started, len(queries)
 
     def _receive(
         self, future: Any, started: float, count: int
@@ -417,27 +416,25 @@ class MilvusIndex(TimedSearches, Backend):
         """A sent search's answer: (ids, scores) of each query, read straight from the
         response's protobuf. pymilvus's own SearchResult builds a dict per hit: 1,024
         queries x 125 hits took ~0.65 s of client CPU, more than the server's HNSW search."""
+        call = getattr(future, "_future", None)  # None: a pymilvus without it
         try:
-            call = getattr(future, "_future", None)
-            if call is None:  # a pymilvus without it: its own conversion
-                answers = [(list(hits.ids), list(hits.distances)) for hits in future.result()]
-                self.last_search.stop(started=started)
-                return answers
-            response = call.result()  # the request's own deadline (timeout) applies
-            status = response.status
-            if status.code != 0 or status.error_code != 0:
+            response = (call or future).result()  # the request's own deadline applies
+            if call is not None and (response.status.code or response.status.error_code):
+                status = response.status
                 raise self._errors.MilvusException(code=status.code, message=status.reason)
         except (self._errors.MilvusException, _grpc_error()) as error:
             raise self._refused(error, count) from error
         self.last_search.stop(started=started)
+        if call is None:  # pymilvus's own conversion
+            return [(list(hits.ids), list(hits.distances)) for hits in response]
         data = response.results
         ids = list(data.ids.str_id.data)
         scores = list(data.scores)
         answers = []
         start = 0
-        for count_ in data.topks:
-            answers.append((ids[start : start + count_], scores[start : start + count_]))
-            start += count_
+        for hits in data.topks:
+            answers.append((ids[start : start + hits], scores[start : start + hits]))
+            start += hits
         return answers
 
     def _refused(self, error: Exception, count: int) -> CbirError:

@@ -174,8 +174,12 @@ def rescore_near_ties(
     """Replace, in place, each answer's near-tied scores (`near_ties`), and those `inexact`
     marks (a mask over a query's scores), by exact similarities computed here from those
     candidates' stored vectors, fetched with one `vectors_of` call for the whole batch; a
-    candidate it no longer finds (deleted meanwhile) keeps its score."""
-    tied = [near_ties(scores, tolerance) for _, scores in answers]
+    candidate it no longer finds (deleted meanwhile) keeps its score. A zero query ties
+    every candidate, at exactly 0 already: none of its candidates is fetched."""
+    tied = [
+        near_ties(scores, tolerance) if query.any() else []
+        for query, (_, scores) in zip(queries, answers, strict=True)
+    ]
     if inexact is not None:
         tied = [
             sorted({*js, *np.flatnonzero(inexact(np.asarray(scores))).tolist()})
